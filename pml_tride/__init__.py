@@ -1,0 +1,14 @@
+"""pml-tride: collapse-aware adversarial training (CA-TRIDE, ICML 2024) for pytorch-metric-learning."""
+
+from .collapseness import (
+    collapseness,
+    embedding_shift,
+    entanglement,
+    hardness,
+    mean_pairwise_distance,
+    separability,
+    weighted_distance,
+)
+from .pgd import PGDResult, projected_gradient_descent
+
+__version__ = "0.1.0"

@@ -1,0 +1,131 @@
+"""Collapseness, hardness and the collapse diagnostics of CA-TRIDE (Tian et al., ICML 2024).
+
+* :func:`weighted_distance` is Eq. 6-7, the proximity-weighted mean distance d_w. It is the only place the
+  weighting formula exists; :class:`~pml_tride.CollapsenessReducer` and every loss call it.
+* :func:`collapseness` is Eq. 5, C = d_w(A, P) - d_w(A, N).
+* :func:`hardness` is Eq. 2, H = d(A, P) - d(A, N) with d the mean distance (C with lam = 0).
+* :func:`separability`, :func:`mean_pairwise_distance`, :func:`embedding_shift` and :func:`entanglement`
+  are the diagnostics of Section 4.3 and Table 5.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from pytorch_metric_learning.distances import BaseDistance, LpDistance
+
+__all__ = [
+    "WEIGHTINGS",
+    "weighted_distance",
+    "collapseness",
+    "hardness",
+    "separability",
+    "mean_pairwise_distance",
+    "embedding_shift",
+    "entanglement",
+]
+
+WEIGHTINGS = ("paper", "reference")
+
+
+def check_weighting(weighting: str) -> None:
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+
+
+def check_lam(lam: float) -> None:
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam < 0:
+        raise ValueError(f"lam (the attention factor lambda of Eq. 7) must be a finite number >= 0, got {lam!r}")
+
+
+def _check_distances(dists: torch.Tensor, name: str) -> None:
+    if not isinstance(dists, torch.Tensor) or dists.dim() != 1 or dists.numel() == 0:
+        shape = tuple(dists.shape) if isinstance(dists, torch.Tensor) else type(dists).__name__
+        raise ValueError(f"{name} must be a non-empty 1-D tensor of pair distances, got {shape}")
+    if not torch.isfinite(dists).all():
+        raise ValueError(f"{name} contain NaN or Inf values")
+
+
+def weighted_distance(dists: torch.Tensor, lam: float = 10.0, weighting: str = "paper") -> torch.Tensor:
+    """Proximity-weighted mean distance d_w (Eq. 6-7).
+
+    ``weighting="paper"``: w_i = exp(-lam (d_i - min_j d_j)) (Eq. 7), closer pairs weigh more.
+    ``weighting="reference"``: w_i = exp(+lam (d_i - max_j d_j)), the released code's softmax of the
+    distances, which leans towards the largest distances (reference doc, section 1.4).
+    Both return sum_i w_i d_i / sum_i w_i (Eq. 6); lam = 0 gives the plain mean.
+    """
+    _check_distances(dists, "dists")
+    check_lam(lam)
+    check_weighting(weighting)
+    if weighting == "paper":
+        weights = torch.exp(-lam * (dists - dists.min()))
+    else:
+        weights = torch.exp(lam * (dists - dists.max()))
+    return (weights * dists).sum() / weights.sum()
+
+
+def collapseness(
+    ap_dists: torch.Tensor, an_dists: torch.Tensor, lam: float = 10.0, weighting: str = "paper"
+) -> torch.Tensor:
+    """Collapseness C = d_w(A, P) - d_w(A, N) (Eq. 5); positive C signals an impending collapse."""
+    _check_distances(ap_dists, "ap_dists")
+    _check_distances(an_dists, "an_dists")
+    return weighted_distance(ap_dists, lam, weighting) - weighted_distance(an_dists, lam, weighting)
+
+
+def hardness(ap_dists: torch.Tensor, an_dists: torch.Tensor) -> torch.Tensor:
+    """Hardness H = d(A, P) - d(A, N) with d the mean distance over the triplets (Eq. 2)."""
+    _check_distances(ap_dists, "ap_dists")
+    _check_distances(an_dists, "an_dists")
+    return ap_dists.mean() - an_dists.mean()
+
+
+def separability(ap_dists: torch.Tensor, an_dists: torch.Tensor, mean_distance: torch.Tensor) -> torch.Tensor:
+    """Separability (d(a, n) - d(a, p)) / d_bar of Section 4.3, with d_bar the mean pairwise distance."""
+    return -hardness(ap_dists, an_dists) / mean_distance
+
+
+def mean_pairwise_distance(embeddings: torch.Tensor, distance: Optional[BaseDistance] = None) -> torch.Tensor:
+    """Mean distance over all pairs i != j of a batch (d_bar of Section 4.3).
+
+    ``distance`` defaults to PML's ``LpDistance(normalize_embeddings=True, p=2)``.
+    """
+    if embeddings.dim() != 2 or embeddings.shape[0] < 2:
+        raise ValueError(f"embeddings must have shape (N >= 2, D), got {tuple(embeddings.shape)}")
+    distance = LpDistance(normalize_embeddings=True, p=2) if distance is None else distance
+    matrix = distance(embeddings)
+    off_diagonal = ~torch.eye(len(embeddings), dtype=torch.bool, device=embeddings.device)
+    return matrix[off_diagonal].mean()
+
+
+def embedding_shift(clean: torch.Tensor, adversarial: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    """Mean L2 distance between clean and adversarial embeddings of the same images (Figure 5)."""
+    if clean.shape != adversarial.shape or clean.dim() != 2:
+        raise ValueError(
+            f"clean and adversarial embeddings must share a shape (N, D), got {tuple(clean.shape)} and "
+            f"{tuple(adversarial.shape)}"
+        )
+    if normalize:
+        clean = torch.nn.functional.normalize(clean, dim=1)
+        adversarial = torch.nn.functional.normalize(adversarial, dim=1)
+    return (adversarial - clean).norm(dim=1).mean()
+
+
+def entanglement(
+    embeddings: torch.Tensor, labels: torch.Tensor, distance: Optional[BaseDistance] = None
+) -> torch.Tensor:
+    """Entanglement d_intra / d_inter (Table 5): mean same-class over mean different-class distance."""
+    if embeddings.dim() != 2 or labels.shape != (embeddings.shape[0],):
+        raise ValueError(
+            f"embeddings must be (N, D) and labels (N,), got {tuple(embeddings.shape)} and {tuple(labels.shape)}"
+        )
+    distance = LpDistance(normalize_embeddings=True, p=2) if distance is None else distance
+    matrix = distance(embeddings)
+    same = labels[:, None] == labels[None, :]
+    off_diagonal = ~torch.eye(len(embeddings), dtype=torch.bool, device=embeddings.device)
+    intra, inter = matrix[same & off_diagonal], matrix[~same]
+    if intra.numel() == 0 or inter.numel() == 0:
+        raise ValueError("entanglement needs at least one same-class pair and one different-class pair")
+    return intra.mean() / inter.mean()

@@ -1,0 +1,165 @@
+"""The one projected sign-gradient (L-infinity PGD) engine of pml-tride.
+
+Every attack and every defense calls :func:`projected_gradient_descent`; no other attack loop exists in
+the package. The engine
+
+* takes gradients with respect to the inputs only (``torch.autograd.grad``), never filling ``.grad`` of the
+  model's parameters;
+* runs the model in eval mode (BatchNorm statistics frozen) and with ``requires_grad=False`` on its
+  parameters, then restores every module's train/eval mode, every parameter's ``requires_grad`` flag and
+  ``.grad``, and every buffer exactly as it found them, also when the objective raises;
+* minimises the caller's objective with signed steps, ``x <- x - alpha * sign(grad)``, projecting onto the
+  eps-ball around the clean input and clamping to ``input_range`` after every step (Madry et al., 2017);
+* stops early when the caller's ``stop_condition(loss)`` holds, checked before each step (the collapse-aware
+  stop of CA-TRIDE, Eq. 10: stop once L_CAP = max(-C, 0) reaches 0).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional, Tuple
+
+import torch
+from torch import nn
+
+__all__ = ["PGDResult", "projected_gradient_descent", "frozen_model", "check_input_range"]
+
+Objective = Callable[[torch.Tensor], torch.Tensor]
+StopCondition = Callable[[torch.Tensor], bool]
+
+
+@dataclass
+class PGDResult:
+    """What an attack returns.
+
+    Attributes:
+        adversarial: the perturbed inputs (detached), within ``eps`` of the clean inputs and inside
+            ``input_range``.
+        steps_taken: the number of signed steps applied (fewer than ``steps`` after an early stop).
+        stopped_early: whether ``stop_condition`` ended the loop.
+        last_loss: the objective at the last evaluated iterate (detached), or ``None`` if no step ran.
+    """
+
+    adversarial: torch.Tensor
+    steps_taken: int
+    stopped_early: bool
+    last_loss: Optional[torch.Tensor]
+
+
+def check_input_range(inputs: torch.Tensor, input_range: Tuple[float, float], name: str = "inputs") -> None:
+    """Raise a ValueError when ``inputs`` hold NaN/Inf or values outside ``input_range``."""
+    low, high = input_range
+    if not torch.isfinite(inputs).all():
+        raise ValueError(f"{name} contain NaN or Inf values; expected finite pixel values in [{low}, {high}]")
+    observed_min, observed_max = inputs.min().item(), inputs.max().item()
+    if observed_min < low or observed_max > high:
+        raise ValueError(
+            f"{name} lie in [{observed_min:.4g}, {observed_max:.4g}] but input_range is [{low}, {high}]. "
+            "pml-tride attacks pixels in input_range (eps is in pixel units); normalise images inside the "
+            "model (see pml_tride.models.Embedder) or pass input_range matching your data"
+        )
+
+
+@contextlib.contextmanager
+def frozen_model(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode with frozen parameters; restore everything on exit, also on error.
+
+    Restored exactly: each module's ``training`` flag, each parameter's ``requires_grad`` and ``.grad``
+    (the same tensor object), and each buffer's values (e.g. BatchNorm running statistics).
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    parameters = list(model.parameters())
+    flags = [parameter.requires_grad for parameter in parameters]
+    grads = [parameter.grad for parameter in parameters]
+    buffers = [(buffer, buffer.detach().clone()) for buffer in model.buffers()]
+    try:
+        model.eval()
+        for parameter in parameters:
+            parameter.requires_grad_(False)
+        yield model
+    finally:
+        for module, mode in modes:
+            module.training = mode
+        for parameter, flag, grad in zip(parameters, flags, grads):
+            parameter.requires_grad_(flag)
+            parameter.grad = grad
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
+
+
+def _validate(eps: float, alpha: float, steps: int, input_range: Tuple[float, float]) -> None:
+    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
+        raise ValueError(f"eps must be a finite number >= 0 (pixel units, e.g. 8/255), got {eps!r}")
+    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"alpha must be a finite number >= 0 (pixel units, e.g. 1/255), got {alpha!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+    if len(input_range) != 2 or not input_range[0] < input_range[1]:
+        raise ValueError(f"input_range must be (low, high) with low < high, got {input_range!r}")
+
+
+def projected_gradient_descent(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    objective: Objective,
+    *,
+    eps: float,
+    alpha: float,
+    steps: int,
+    input_range: Tuple[float, float] = (0.0, 1.0),
+    random_start: bool = False,
+    generator: Optional[torch.Generator] = None,
+    stop_condition: Optional[StopCondition] = None,
+) -> PGDResult:
+    """Minimise ``objective(model(x_adv))`` over the L-inf ball of radius ``eps`` around ``inputs``.
+
+    Args:
+        model: maps inputs to embeddings. Run in eval mode with frozen parameters during the attack.
+        inputs: clean inputs inside ``input_range``; never modified.
+        objective: maps the embeddings of the current iterate to a scalar loss to *minimise*.
+        eps: L-inf radius in input units (0 returns the clean inputs).
+        alpha: signed step size in input units.
+        steps: maximum number of signed steps.
+        input_range: (low, high) bounds of valid inputs.
+        random_start: start from a uniform draw in the eps-ball (off by default, as in the literature).
+        generator: random generator for the random start.
+        stop_condition: called with the (detached) loss before each step; ``True`` ends the attack.
+    """
+    _validate(eps, alpha, steps, input_range)
+    low, high = input_range
+    clean = inputs.detach()
+    lower_bound = (clean - eps).clamp(low, high)
+    upper_bound = (clean + eps).clamp(low, high)
+    adversarial = clean.clone()
+    if eps == 0 or steps == 0:
+        return PGDResult(adversarial=adversarial, steps_taken=0, stopped_early=False, last_loss=None)
+    if random_start:
+        noise = torch.rand(clean.shape, generator=generator, device="cpu", dtype=clean.dtype).to(clean.device)
+        adversarial = torch.max(torch.min(clean + (2 * noise - 1) * eps, upper_bound), lower_bound)
+    steps_taken, stopped_early, last_loss = 0, False, None
+    with frozen_model(model), torch.enable_grad():
+        for _ in range(steps):
+            adversarial.requires_grad_(True)
+            loss = objective(model(adversarial))
+            if loss.dim() != 0:
+                raise ValueError(f"the PGD objective must return a scalar, got shape {tuple(loss.shape)}")
+            last_loss = loss.detach()
+            if stop_condition is not None and stop_condition(last_loss):
+                stopped_early = True
+                break
+            if loss.requires_grad:
+                (gradient,) = torch.autograd.grad(loss, adversarial, allow_unused=True)
+            else:
+                gradient = None
+            if gradient is None:
+                gradient = torch.zeros_like(adversarial)
+            with torch.no_grad():
+                adversarial = adversarial - alpha * gradient.sign()
+                adversarial = torch.max(torch.min(adversarial, upper_bound), lower_bound)
+            steps_taken += 1
+    return PGDResult(
+        adversarial=adversarial.detach(), steps_taken=steps_taken, stopped_early=stopped_early, last_loss=last_loss
+    )
