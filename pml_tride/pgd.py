@@ -87,7 +87,10 @@ def frozen_model(model: nn.Module) -> Iterator[nn.Module]:
             parameter.grad = grad
         with torch.no_grad():
             for buffer, saved in buffers:
-                buffer.copy_(saved)
+                if not torch.equal(buffer, saved):
+                    # through .data: an in-place write on the buffer itself would bump its autograd version and
+                    # break the backward of the caller's forward passes that saved it (e.g. BatchNorm)
+                    buffer.data.copy_(saved)
 
 
 def _validate(eps: float, alpha: float, steps: int, input_range: Tuple[float, float]) -> None:

@@ -1,0 +1,308 @@
+"""Base class of every input-space adversarial triplet defense in pml-tride.
+
+It owns what all defenses share: holding the model without registering it, capturing the batch inputs through
+a forward hook (so ``loss(embeddings, labels, indices_tuple)`` stays a drop-in PML call), validating inputs,
+building the set of images to perturb, calling the one PGD engine, the training forward of the adversarial
+images, the per-triplet margin loss, the epoch, and the state that a resumed run needs.
+Subclasses implement :meth:`compute_adversarial_loss`.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+import weakref
+from typing import Any, Callable, Dict, Optional, Tuple, Union
+
+import torch
+from pytorch_metric_learning.losses import BaseMetricLossFunction
+from pytorch_metric_learning.reducers import MeanReducer
+from pytorch_metric_learning.utils import common_functions as c_f
+from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
+from torch import nn
+
+from ..collapseness import mean_pairwise_distance, separability
+from ..pgd import PGDResult, check_input_range, frozen_model, projected_gradient_descent
+from ..schedules import check_epoch, progressive_alpha
+
+__all__ = ["AdversarialTripletLoss", "PerturbationSet", "PERTURB_MODES"]
+
+PERTURB_MODES = ("unique", "per_triplet")
+
+Triplets = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class PerturbationSet:
+    """The images one phase perturbs: ``source_rows`` index the batch; ``positions(rows)`` maps batch rows
+    of a triplet role to rows of the perturbed set.
+
+    ``perturb="unique"`` perturbs each distinct image of the role once (one delta shared by every triplet that
+    uses it); ``"per_triplet"`` gives every triplet its own copy (the reference code's semantics).
+    """
+
+    def __init__(self, role_rows: Tuple[torch.Tensor, ...], perturb: str) -> None:
+        stacked = torch.cat(role_rows)
+        if perturb == "unique":
+            self.source_rows, inverse = torch.unique(stacked, return_inverse=True)
+        else:
+            self.source_rows = stacked
+            inverse = torch.arange(len(stacked), device=stacked.device)
+        self.role_positions = torch.split(inverse, [len(rows) for rows in role_rows])
+
+    def __len__(self) -> int:
+        return len(self.source_rows)
+
+
+class AdversarialTripletLoss(BaseMetricLossFunction):
+    """Adversarial training on mined triplets, as a PML loss.
+
+    Args:
+        model: the ``nn.Module`` that maps images in ``input_range`` to embeddings. It is held by reference,
+            not registered as a submodule (not saved in ``state_dict()``, not moved by ``.to()``).
+        margin: triplet margin beta_T (Eq. 1).
+        eps, alpha, steps: L-inf PGD radius, step size and number of steps (pixel units).
+        progressive_alpha: multiply alpha by epoch / total_epochs (Appendix C); needs :meth:`set_epoch`.
+        perturb: "unique" images per role, or "per_triplet" copies (reference semantics).
+        input_range: the valid pixel range of the inputs.
+        triplets_per_anchor: used when the loss builds triplets itself (no indices_tuple or pairs), as in
+            PML's ``TripletMarginLoss``.
+        **kwargs: PML loss arguments (``distance``, ``reducer``, ``collect_stats``, ``embedding_regularizer``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        margin: float = 0.2,
+        eps: float = 8 / 255,
+        alpha: float = 1 / 255,
+        steps: int = 16,
+        progressive_alpha: bool = True,
+        perturb: str = "unique",
+        input_range: Tuple[float, float] = (0.0, 1.0),
+        triplets_per_anchor: Union[str, int] = "all",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module mapping images to embeddings, got {type(model).__name__}")
+        self._check_number("margin", margin, minimum=0.0)
+        self._check_number("eps", eps, minimum=0.0)
+        self._check_number("alpha", alpha, minimum=0.0)
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+        if perturb not in PERTURB_MODES:
+            raise ValueError(f"perturb must be one of {PERTURB_MODES}, got {perturb!r}")
+        if len(input_range) != 2 or not input_range[0] < input_range[1]:
+            raise ValueError(f"input_range must be (low, high) with low < high, got {input_range!r}")
+        if self.distance.is_inverted:
+            raise ValueError(
+                f"{type(self).__name__} needs a distance (smaller = closer), got the similarity "
+                f"{type(self.distance).__name__}; use e.g. LpDistance(normalize_embeddings=True, p=2)"
+            )
+        object.__setattr__(self, "model", model)
+        self.margin, self.eps, self.alpha, self.steps = margin, eps, alpha, steps
+        self.progressive_alpha = progressive_alpha
+        self.perturb = perturb
+        self.input_range = tuple(input_range)
+        self.triplets_per_anchor = triplets_per_anchor
+        self.epoch: Optional[int] = None
+        self.total_epochs: Optional[int] = None
+        self._warned_no_epoch = False
+        self._attacking = False
+        self._captured: Optional[Tuple[torch.Tensor, "weakref.ReferenceType[torch.Tensor]"]] = None
+        self._explicit_inputs: Optional[torch.Tensor] = None
+        self._hook = model.register_forward_hook(self._capture_forward)
+        self.add_to_recordable_attributes(list_of_names=["margin", "eps", "alpha", "steps"], is_stat=False)
+        self._stat_names: list = []
+        self.register_stats(
+            ["pgd_steps", "num_perturbed", "max_perturbation", "embedding_shift", "separability", "mean_distance"]
+        )
+
+    @staticmethod
+    def _check_number(name: str, value: float, minimum: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if value < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+
+    def register_stats(self, names: list) -> None:
+        """Declare per-call statistics (PML record-keeping); they are filled only when ``collect_stats``."""
+        self._stat_names = self._stat_names + list(names)
+        self.add_to_recordable_attributes(list_of_names=names, is_stat=True)
+
+    def enable_stats(self) -> None:
+        """Turn statistics collection on after construction (as ``collect_stats=True`` would have)."""
+        self.collect_stats = True
+        self.add_to_recordable_attributes(list_of_names=self._stat_names, is_stat=True)
+
+    def record_clean_diagnostics(self, embeddings: torch.Tensor, ap_dists: torch.Tensor, an_dists: torch.Tensor) -> None:
+        """Separability and mean pairwise distance of the clean batch (Section 4.3), as stats."""
+        with torch.no_grad():
+            mean_distance = mean_pairwise_distance(embeddings, self.distance)
+            self.mean_distance = mean_distance.item()
+            self.separability = separability(ap_dists, an_dists, mean_distance).item()
+
+    def get_default_reducer(self) -> MeanReducer:
+        """Mean over all triplets, zero-loss ones included, as the released CA-TRIDE and robrank code."""
+        return MeanReducer()
+
+    # ----------------------------------------------------------------- epoch and state
+    def set_epoch(self, epoch: int, total_epochs: int) -> None:
+        """Set the 0-based epoch used by the progressive step size (Appendix C)."""
+        check_epoch(epoch, total_epochs)
+        self.epoch, self.total_epochs = epoch, total_epochs
+
+    @property
+    def current_alpha(self) -> float:
+        """The PGD step size in effect: alpha * epoch / total_epochs when progressive (Appendix C)."""
+        if not self.progressive_alpha:
+            return self.alpha
+        if self.epoch is None:
+            if not self._warned_no_epoch:
+                warnings.warn(
+                    f"{type(self).__name__}(progressive_alpha=True) was never told the epoch: call "
+                    "loss.set_epoch(epoch, total_epochs) every epoch for the progressive step size of Appendix C. "
+                    "Using the full alpha until then.",
+                    stacklevel=3,
+                )
+                self._warned_no_epoch = True
+            return self.alpha
+        return progressive_alpha(self.alpha, self.epoch, self.total_epochs)
+
+    def get_extra_state(self) -> Dict[str, Any]:
+        return {"epoch": self.epoch, "total_epochs": self.total_epochs}
+
+    def set_extra_state(self, state: Dict[str, Any]) -> None:
+        self.epoch, self.total_epochs = state["epoch"], state["total_epochs"]
+
+    # ----------------------------------------------------------------- input capture
+    def _capture_forward(self, module: nn.Module, args: Tuple[Any, ...], output: Any) -> None:
+        if self._attacking or not args or not isinstance(args[0], torch.Tensor) or not isinstance(output, torch.Tensor):
+            return
+        self._captured = (args[0].detach(), weakref.ref(output))
+
+    def remove_hook(self) -> None:
+        """Detach the input-capturing hook from the model (pass ``inputs=`` explicitly afterwards)."""
+        self._hook.remove()
+        self._captured = None
+
+    def _resolve_inputs(self, embeddings: torch.Tensor) -> torch.Tensor:
+        inputs = self._explicit_inputs
+        if inputs is None:
+            captured_output = self._captured[1]() if self._captured is not None else None
+            if captured_output is not embeddings:
+                raise ValueError(
+                    f"{type(self).__name__} could not find the images behind these embeddings: they are not the "
+                    "output of the model's last forward call (a different batch, a detached or transformed copy, "
+                    "or another model). Pass the images explicitly: "
+                    "loss(embeddings, labels, indices_tuple, inputs=images)"
+                )
+            inputs = self._captured[0]
+        if not isinstance(inputs, torch.Tensor) or inputs.dim() < 2 or inputs.shape[0] != embeddings.shape[0]:
+            shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
+            raise ValueError(
+                f"inputs must be a tensor of images with one row per embedding ({embeddings.shape[0]}), got {shape}"
+            )
+        check_input_range(inputs, self.input_range, name="inputs")
+        return inputs.detach()
+
+    # ----------------------------------------------------------------- PML entry points
+    def forward(
+        self,
+        embeddings: torch.Tensor,
+        labels: Optional[torch.Tensor] = None,
+        indices_tuple: Optional[Tuple[torch.Tensor, ...]] = None,
+        ref_emb: Optional[torch.Tensor] = None,
+        ref_labels: Optional[torch.Tensor] = None,
+        *,
+        inputs: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """PML's loss call; ``inputs`` are the images behind ``embeddings`` (else taken from the model hook)."""
+        if ref_emb is not None or ref_labels is not None:
+            raise ValueError(
+                f"{type(self).__name__} does not support ref_emb/ref_labels: reference embeddings have no images "
+                "to perturb. Concatenate the reference batch into embeddings (and inputs) instead"
+            )
+        if not isinstance(embeddings, torch.Tensor) or embeddings.dim() != 2:
+            raise ValueError(f"embeddings must be a 2-D tensor (batch, dim), got {getattr(embeddings, 'shape', embeddings)}")
+        if not torch.isfinite(embeddings).all():
+            raise ValueError("embeddings contain NaN or Inf values")
+        c_f.labels_or_indices_tuple_required(labels, indices_tuple)
+        self._explicit_inputs = inputs
+        try:
+            return super().forward(embeddings, labels, indices_tuple)
+        finally:
+            self._explicit_inputs = None
+
+    def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels) -> Dict[str, Dict[str, Any]]:
+        inputs = self._resolve_inputs(embeddings)
+        triplets = lmu.convert_to_triplets(indices_tuple, labels, ref_labels, t_per_anchor=self.triplets_per_anchor)
+        triplets = tuple(c_f.to_device(index, embeddings) for index in triplets)
+        if len(triplets[0]) == 0:
+            return self.zero_losses()
+        return self.compute_adversarial_loss(embeddings, inputs.to(embeddings.device), triplets)
+
+    def compute_adversarial_loss(
+        self, embeddings: torch.Tensor, inputs: torch.Tensor, triplets: Triplets
+    ) -> Dict[str, Dict[str, Any]]:
+        """Attack, then return the PML loss dict of the adversarial training objective."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- shared machinery for subclasses
+    def pair_distances(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """Row-wise distances d(first_i, second_i) with the injected PML distance."""
+        return self.distance.pairwise_distance(
+            self.distance.maybe_normalize(first), self.distance.maybe_normalize(second)
+        )
+
+    def triplet_losses(self, anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+        """Per-triplet hinge max(d(a, p) - d(a, n) + margin, 0) (Eq. 1)."""
+        return torch.relu(self.pair_distances(anchors, positives) - self.pair_distances(anchors, negatives) + self.margin)
+
+    def constant_embeddings(self, images: torch.Tensor) -> torch.Tensor:
+        """Eval-mode embeddings without grad of images that stay clean during an attack (computed once)."""
+        self._attacking = True
+        try:
+            with frozen_model(self.model), torch.no_grad():
+                return self.model(images)
+        finally:
+            self._attacking = False
+
+    def attack(
+        self,
+        images: torch.Tensor,
+        objective: Callable[[torch.Tensor], torch.Tensor],
+        stop_condition: Optional[Callable[[torch.Tensor], bool]] = None,
+    ) -> PGDResult:
+        """Run the PGD engine on ``images`` with the current step size."""
+        self._attacking = True
+        try:
+            return projected_gradient_descent(
+                self.model,
+                images,
+                objective,
+                eps=self.eps,
+                alpha=self.current_alpha,
+                steps=self.steps,
+                input_range=self.input_range,
+                stop_condition=stop_condition,
+            )
+        finally:
+            self._attacking = False
+
+    def training_embeddings(
+        self, result: PGDResult, perturbation: PerturbationSet, embeddings: torch.Tensor
+    ) -> torch.Tensor:
+        """Embeddings of the adversarial images in the model's current mode, with grad, for the training loss.
+
+        When no step was taken the adversarial images equal the clean ones, so the caller's embeddings of
+        those rows are reused instead of a second forward pass.
+        """
+        if result.steps_taken == 0:
+            return embeddings[perturbation.source_rows]
+        self._attacking = True
+        try:
+            return self.model(result.adversarial)
+        finally:
+            self._attacking = False

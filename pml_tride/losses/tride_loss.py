@@ -1,0 +1,257 @@
+"""TrideLoss: collapse-aware triplet decoupling (CA-TRIDE, Tian et al., ICML 2024) as a PML loss."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from torch import nn
+
+from ..reducers import CollapsenessReducer
+from ..schedules import PhaseCycle
+from .adversarial_triplet_loss import AdversarialTripletLoss, PerturbationSet, Triplets
+
+__all__ = ["TrideLoss", "AWARENESS", "VARIANTS"]
+
+AWARENESS = ("collapse", "hardness", "none")
+VARIANTS = ("paper", "reference")
+# The released code stops an attack once its loss falls below this value (pnp.py); the paper stops at 0.
+REFERENCE_STOP_TOLERANCE = 1e-5
+
+
+def top_half_mean(dists: torch.Tensor) -> torch.Tensor:
+    """Mean of the nearest half of the distances (at least one): d(A, N_v), d(A, P_v) of Eq. 12-13."""
+    count = max(1, len(dists) // 2)
+    return torch.topk(dists, count, largest=False).values.mean()
+
+
+class TrideLoss(AdversarialTripletLoss):
+    """CA-TRIDE adversarial triplet loss; a drop-in replacement for PML's ``TripletMarginLoss``.
+
+    Each call is one mini-batch of Algorithm 1: the phase alternates CAP, ANP, CAP, ... (``phase="tride"``).
+    CAP perturbs the positives and negatives with the anchors clean and maximises collapseness C with
+    L_CAP = max(-C, 0) (Eq. 10); ANP perturbs the anchors with L_ANP = max(-C + Delta_TR, 0) (Eq. 11-12). The
+    model is then trained on the decoupled adversarial triplet, plus the top-rank triplet L_TR in ANP (Eq. 14).
+
+    Args:
+        model: maps images in ``input_range`` to embeddings; held by reference (see the base class).
+        margin: triplet margin beta_T (Eq. 1).
+        eps, alpha, steps: PGD radius, step size and maximum number of steps (Section 4.1: 8/255, 1/255, 16).
+        lam: attention factor lambda of collapseness (Eq. 7); ignored when ``collapseness_reducer`` is given.
+        phase: "tride" (CAP, ANP, CAP, ...), or a fixed "cap" or "anp" (Table 3).
+        awareness: "collapse" (C, Eq. 8), "hardness" (H of Eq. 2 with the same clipping), or "none" (a naive
+            adversary maximising H for all steps, no clipping and no early stop).
+        top_rank: use the top-rank pair Delta_TR and L_TR (Table 4: ``top_rank=False`` is "w/o TPR").
+        gamma: weight of L_TR (Eq. 13); ``gamma=0`` keeps Delta_TR only (Table 4: "w/o L_TR").
+        beta_tr: margin of L_TR (Eq. 13).
+        progressive_alpha: step size alpha * epoch / total_epochs (Appendix C); call :meth:`set_epoch`.
+        perturb: "unique" images per role, or "per_triplet" copies (the released code).
+        variant: "paper" equations, or "reference" for the released code's choices (reference doc section 1.9):
+            softmax weighting of d_w, L_ANP = max(C, 0) + e^{min(C,0)} max(Delta', 0) with a detached weight,
+            and its 1e-5 stopping tolerance.
+        input_range: valid pixel range of the inputs.
+        collapseness_reducer: the :class:`CollapsenessReducer` computing d_w; defaults to one with ``lam`` and the
+            variant's weighting.
+        **kwargs: PML loss arguments (``distance``, ``reducer``, ``collect_stats``, ``embedding_regularizer``,
+            ``triplets_per_anchor``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        margin: float = 0.2,
+        eps: float = 8 / 255,
+        alpha: float = 1 / 255,
+        steps: int = 16,
+        lam: float = 10.0,
+        phase: str = "tride",
+        awareness: str = "collapse",
+        top_rank: bool = True,
+        gamma: float = 0.5,
+        beta_tr: float = 0.04,
+        progressive_alpha: bool = True,
+        perturb: str = "unique",
+        variant: str = "paper",
+        input_range: Tuple[float, float] = (0.0, 1.0),
+        collapseness_reducer: Optional[CollapsenessReducer] = None,
+        **kwargs: Any,
+    ) -> None:
+        if awareness not in AWARENESS:
+            raise ValueError(f"awareness must be one of {AWARENESS}, got {awareness!r}")
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        if not isinstance(top_rank, bool):
+            raise ValueError(f"top_rank must be True or False, got {top_rank!r}")
+        for name, value in (("gamma", gamma), ("beta_tr", beta_tr)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if collapseness_reducer is not None and not isinstance(collapseness_reducer, CollapsenessReducer):
+            raise TypeError(
+                f"collapseness_reducer must be a CollapsenessReducer, got {type(collapseness_reducer).__name__}"
+            )
+        self.with_top_rank_loss = top_rank and gamma > 0
+        super().__init__(
+            model,
+            margin=margin,
+            eps=eps,
+            alpha=alpha,
+            steps=steps,
+            progressive_alpha=progressive_alpha,
+            perturb=perturb,
+            input_range=input_range,
+            **kwargs,
+        )
+        self.phase_cycle = PhaseCycle(phase)
+        if collapseness_reducer is None:
+            collapseness_reducer = CollapsenessReducer(lam=lam, weighting=variant)
+        self.collapseness_reducer = collapseness_reducer
+        self.awareness, self.top_rank, self.gamma, self.beta_tr = awareness, top_rank, gamma, beta_tr
+        self.variant = variant
+        self.stop_tolerance = REFERENCE_STOP_TOLERANCE if variant == "reference" else 0.0
+        self.last_phase: Optional[str] = None
+        self.add_to_recordable_attributes(list_of_names=["gamma", "beta_tr"], is_stat=False)
+        self.register_stats(["collapseness_clean", "collapseness_adv"])
+
+    @property
+    def lam(self) -> float:
+        return self.collapseness_reducer.lam
+
+    def _sub_loss_names(self):
+        return ["loss", "top_rank_loss"] if self.with_top_rank_loss else ["loss"]
+
+    def get_extra_state(self) -> Dict[str, Any]:
+        return {**super().get_extra_state(), "phase": self.phase_cycle.state_dict(), "last_phase": self.last_phase}
+
+    def set_extra_state(self, state: Dict[str, Any]) -> None:
+        super().set_extra_state(state)
+        self.phase_cycle.load_state_dict(state["phase"])
+        self.last_phase = state["last_phase"]
+
+    # ----------------------------------------------------------------- the adversarial objectives
+    def collapseness(self, ap_dists: torch.Tensor, an_dists: torch.Tensor) -> torch.Tensor:
+        """C = d_w(A, P) - d_w(A, N) (Eq. 5) with the injected reducer's weighting."""
+        reducer = self.collapseness_reducer
+        return reducer.weighted_mean(ap_dists) - reducer.weighted_mean(an_dists)
+
+    def awareness_score(self, ap_dists: torch.Tensor, an_dists: torch.Tensor) -> torch.Tensor:
+        """The quantity the adversary maximises: C for "collapse", H (Eq. 2) for "hardness" and "none"."""
+        if self.awareness == "collapse":
+            return self.collapseness(ap_dists, an_dists)
+        return ap_dists.mean() - an_dists.mean()
+
+    def candidate_perturbation_loss(self, ap_dists: torch.Tensor, an_dists: torch.Tensor) -> torch.Tensor:
+        """L_CAP = max(-C, 0) (Eq. 10); -H for the naive adversary."""
+        score = self.awareness_score(ap_dists, an_dists)
+        if self.awareness == "none":
+            return -score
+        return torch.relu(-score)
+
+    def anchor_perturbation_loss(
+        self, ap_dists: torch.Tensor, an_dists: torch.Tensor, anchor_shift: torch.Tensor
+    ) -> torch.Tensor:
+        """L_ANP = max(-C + Delta_TR, 0) (Eq. 11) with Delta_TR = e^{max(C,0)} (d(A, N_v) - d(A, A_0)) (Eq. 12).
+
+        ``anchor_shift`` holds d(a_i, a0_i) for every triplet. With ``variant="reference"`` (and an aware
+        adversary): max(C, 0) + e^{min(C,0)} max(d(A, N_v) - d(A, A_0), 0), the weight detached.
+        """
+        score = self.awareness_score(ap_dists, an_dists)
+        if not self.top_rank:
+            top_rank_gap = torch.zeros((), dtype=score.dtype, device=score.device)
+        else:
+            top_rank_gap = top_half_mean(an_dists) - anchor_shift.mean()
+        if self.awareness != "none" and self.variant == "reference":
+            weight = torch.exp(torch.clamp(score, max=0)).detach()
+            return torch.relu(score) + weight * torch.relu(top_rank_gap)
+        top_rank_term = torch.exp(torch.relu(score)) * top_rank_gap
+        if self.awareness == "none":
+            return -score + top_rank_term
+        return torch.relu(-score + top_rank_term)
+
+    def top_rank_loss(self, ap_dists: torch.Tensor, an_dists: torch.Tensor) -> torch.Tensor:
+        """L_TR = gamma max(d(A, P_v) - d(A, N_v) + beta_TR, 0) (Eq. 13), nearest halves chosen independently."""
+        return self.gamma * torch.relu(top_half_mean(ap_dists) - top_half_mean(an_dists) + self.beta_tr)
+
+    def _stop_condition(self):
+        if self.awareness == "none":
+            return None
+        tolerance = self.stop_tolerance
+        return lambda loss: loss.item() <= tolerance
+
+    # ----------------------------------------------------------------- one mini-batch (Algorithm 1, Eq. 14)
+    def compute_adversarial_loss(
+        self, embeddings: torch.Tensor, inputs: torch.Tensor, triplets: Triplets
+    ) -> Dict[str, Dict[str, Any]]:
+        anchors, positives, negatives = triplets
+        phase = self.phase_cycle.next()
+        self.last_phase = phase
+        if phase == "cap":
+            perturbation = PerturbationSet((positives, negatives), self.perturb)
+            positive_rows, negative_rows = perturbation.role_positions
+            anchor_set = PerturbationSet((anchors,), "unique")
+            clean_anchors = self.constant_embeddings(inputs[anchor_set.source_rows])[anchor_set.role_positions[0]]
+
+            def objective(adversarial: torch.Tensor) -> torch.Tensor:
+                return self.candidate_perturbation_loss(
+                    self.pair_distances(clean_anchors, adversarial[positive_rows]),
+                    self.pair_distances(clean_anchors, adversarial[negative_rows]),
+                )
+
+        else:
+            perturbation = PerturbationSet((anchors,), self.perturb)
+            (anchor_rows,) = perturbation.role_positions
+            clean_set = PerturbationSet((anchors, positives, negatives), "unique")
+            clean = self.constant_embeddings(inputs[clean_set.source_rows])
+            clean_anchors, clean_positives, clean_negatives = (clean[rows] for rows in clean_set.role_positions)
+
+            def objective(adversarial: torch.Tensor) -> torch.Tensor:
+                adversarial_anchors = adversarial[anchor_rows]
+                return self.anchor_perturbation_loss(
+                    self.pair_distances(adversarial_anchors, clean_positives),
+                    self.pair_distances(adversarial_anchors, clean_negatives),
+                    self.pair_distances(adversarial_anchors, clean_anchors),
+                )
+
+        result = self.attack(inputs[perturbation.source_rows], objective, self._stop_condition())
+        adversarial = self.training_embeddings(result, perturbation, embeddings)
+        if phase == "cap":
+            anchor_emb, positive_emb, negative_emb = embeddings[anchors], adversarial[positive_rows], adversarial[negative_rows]
+        else:
+            anchor_emb, positive_emb, negative_emb = adversarial[anchor_rows], embeddings[positives], embeddings[negatives]
+        loss_dict = {
+            "loss": {
+                "losses": self.triplet_losses(anchor_emb, positive_emb, negative_emb),
+                "indices": triplets,
+                "reduction_type": "triplet",
+            }
+        }
+        if self.with_top_rank_loss:
+            if phase == "anp":
+                top_rank = self.top_rank_loss(
+                    self.pair_distances(anchor_emb, positive_emb), self.pair_distances(anchor_emb, negative_emb)
+                )
+                loss_dict["top_rank_loss"] = {"losses": top_rank, "indices": None, "reduction_type": "already_reduced"}
+            else:
+                loss_dict["top_rank_loss"] = self.zero_loss()
+        if self.collect_stats:
+            self._record_stats(embeddings, triplets, perturbation, result, inputs, adversarial,
+                               (anchor_emb, positive_emb, negative_emb))
+        return loss_dict
+
+    def _record_stats(self, embeddings, triplets, perturbation, result, inputs, adversarial, adversarial_triplet):
+        anchors, positives, negatives = triplets
+        with torch.no_grad():
+            clean_ap = self.pair_distances(embeddings[anchors], embeddings[positives])
+            clean_an = self.pair_distances(embeddings[anchors], embeddings[negatives])
+            self.collapseness_clean = self.collapseness(clean_ap, clean_an).item()
+            self.record_clean_diagnostics(embeddings, clean_ap, clean_an)
+            anchor_emb, positive_emb, negative_emb = adversarial_triplet
+            self.collapseness_adv = self.collapseness(
+                self.pair_distances(anchor_emb, positive_emb), self.pair_distances(anchor_emb, negative_emb)
+            ).item()
+            self.pgd_steps = result.steps_taken
+            self.num_perturbed = len(perturbation)
+            clean_images = inputs[perturbation.source_rows]
+            self.max_perturbation = (result.adversarial - clean_images).abs().max().item()
+            self.embedding_shift = self.pair_distances(adversarial, embeddings[perturbation.source_rows]).mean().item()

@@ -1,0 +1,1 @@
+from .tride_trainer import TrideTrainer
