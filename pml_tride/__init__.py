@@ -9,6 +9,9 @@ from .collapseness import (
     separability,
     weighted_distance,
 )
+from .losses import AdversarialTripletLoss, TrideLoss
 from .pgd import PGDResult, projected_gradient_descent
+from .reducers import CollapsenessReducer
+from .trainers import TrideTrainer
 
 __version__ = "0.1.0"

@@ -1,0 +1,1 @@
+from .collapseness_reducer import CollapsenessReducer

@@ -1,0 +1,69 @@
+"""CollapsenessReducer: the proximity-weighted mean distance d_w of CA-TRIDE (Eq. 6-7) as a PML reducer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pytorch_metric_learning.reducers import BaseReducer
+
+from ..collapseness import check_lam, check_weighting, weighted_distance
+
+__all__ = ["CollapsenessReducer"]
+
+
+class CollapsenessReducer(BaseReducer):
+    """Reduce pair distances to their proximity-weighted mean d_w (Eq. 6-7).
+
+    For ``"pos_pair"``, ``"neg_pair"`` and ``"element"`` losses the values are taken to be pair distances and
+    reduced with :func:`pml_tride.collapseness.weighted_distance`; ``weighted_mean`` does the same without
+    PML's bookkeeping (``TrideLoss`` calls it inside its attack) and :meth:`collapseness` gives Eq. 5.
+
+    ``"triplet"`` losses raise a ValueError: collapseness weights the anchor-positive and anchor-negative
+    distances separately, each against its own minimum (Eq. 5-7), so one value per triplet cannot be reduced
+    to C. Reduce the positive and negative pair distances, or call :func:`pml_tride.collapseness.collapseness`.
+
+    Args:
+        lam: attention factor lambda (Eq. 7); 0 gives the plain mean (hardness, Eq. 2).
+        weighting: "paper" (Eq. 7, closer pairs weigh more) or "reference" (the released code's softmax).
+    """
+
+    def __init__(self, lam: float = 10.0, weighting: str = "paper", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        check_lam(lam)
+        check_weighting(weighting)
+        self.lam, self.weighting = lam, weighting
+        self.add_to_recordable_attributes(list_of_names=["lam"], is_stat=False)
+        self.add_to_recordable_attributes(name="weighted_distance", is_stat=True)
+
+    def weighted_mean(self, values: torch.Tensor) -> torch.Tensor:
+        """d_w of ``values`` (Eq. 6-7)."""
+        return weighted_distance(values, self.lam, self.weighting)
+
+    def collapseness(self, ap_dists: torch.Tensor, an_dists: torch.Tensor) -> torch.Tensor:
+        """C = d_w(A, P) - d_w(A, N) (Eq. 5)."""
+        return self.weighted_mean(ap_dists) - self.weighted_mean(an_dists)
+
+    def _reduce(self, losses: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        if len(losses) == 0:
+            return self.zero_loss(embeddings)
+        reduced = self.weighted_mean(losses)
+        if self.collect_stats:
+            self.weighted_distance = reduced.item()
+        return reduced
+
+    def element_reduction(self, losses, loss_indices, embeddings, labels):
+        return self._reduce(losses, embeddings)
+
+    def pos_pair_reduction(self, losses, loss_indices, embeddings, labels):
+        return self._reduce(losses, embeddings)
+
+    def neg_pair_reduction(self, losses, loss_indices, embeddings, labels):
+        return self._reduce(losses, embeddings)
+
+    def triplet_reduction(self, losses, loss_indices, embeddings, labels):
+        raise ValueError(
+            "CollapsenessReducer cannot reduce 'triplet' losses: collapseness weights the anchor-positive and "
+            "anchor-negative distances separately (Eq. 5-7), so a single value per triplet cannot be reduced to C. "
+            "Reduce 'pos_pair' and 'neg_pair' distances, or use pml_tride.collapseness.collapseness(ap, an)"
+        )
