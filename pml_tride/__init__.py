@@ -10,6 +10,7 @@ from .collapseness import (
     weighted_distance,
 )
 from .losses import AdversarialTripletLoss, TrideLoss
+from .miners import TrideMiner
 from .pgd import PGDResult, projected_gradient_descent
 from .reducers import CollapsenessReducer
 from .trainers import TrideTrainer

@@ -1,0 +1,1 @@
+from .tride_miner import TrideMiner

@@ -1,0 +1,111 @@
+"""TrideMiner: semi-hard triplet mining with the shrinking band of CA-TRIDE (Appendix C, Eq. 32)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from pytorch_metric_learning.miners import BaseMiner
+
+from ..schedules import SCHEDULES, check_epoch, semi_hard_band
+
+__all__ = ["TrideMiner"]
+
+
+class TrideMiner(BaseMiner):
+    """Semi-hard triplets d(a,p) < d(a,n) < d(a,p) + eta with eta following the epoch schedule.
+
+    ``schedule="paper"``: eta = margin (1 - (e / 2E)^2) (Eq. 32); ``"reference"``: margin (1 - e / 2E)^2 (the
+    released miner). Every embedding with a positive and a negative is an anchor. For each anchor and each of
+    ``triplets_per_anchor`` draws, the positive is uniform among its positives and the negative uniform among the
+    negatives inside the band; when none is in the band, a uniformly random negative (the released code's
+    fallback, counted in the ``num_fallback_negatives`` statistic). Vectorised over anchors.
+
+    Args:
+        margin: eta_0, the band width at epoch 0.
+        schedule: "paper" or "reference".
+        triplets_per_anchor: draws per anchor.
+        seed: seed of the miner's own generator (None: torch's global RNG). Its state is in ``state_dict()``.
+        **kwargs: PML miner arguments (``distance``, ``collect_stats``). The distance must not be a similarity.
+    """
+
+    def __init__(
+        self,
+        margin: float = 0.2,
+        schedule: str = "paper",
+        triplets_per_anchor: int = 1,
+        seed: Optional[int] = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin <= 0:
+            raise ValueError(f"margin must be a finite number > 0, got {margin!r}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+        if isinstance(triplets_per_anchor, bool) or not isinstance(triplets_per_anchor, int) or triplets_per_anchor < 1:
+            raise ValueError(f"triplets_per_anchor must be an integer >= 1, got {triplets_per_anchor!r}")
+        if self.distance.is_inverted:
+            raise ValueError(
+                f"TrideMiner needs a distance (smaller = closer), got the similarity {type(self.distance).__name__}"
+            )
+        self.margin, self.schedule, self.triplets_per_anchor = margin, schedule, triplets_per_anchor
+        self.epoch, self.total_epochs = 0, 1
+        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.add_to_recordable_attributes(list_of_names=["margin"], is_stat=False)
+        self.add_to_recordable_attributes(
+            list_of_names=["eta", "num_fallback_negatives", "pos_pair_dist", "neg_pair_dist"], is_stat=True
+        )
+
+    def set_epoch(self, epoch: int, total_epochs: int) -> None:
+        """Set the 0-based epoch of the band schedule."""
+        check_epoch(epoch, total_epochs)
+        self.epoch, self.total_epochs = epoch, total_epochs
+
+    @property
+    def current_eta(self) -> float:
+        return semi_hard_band(self.epoch, self.total_epochs, eta0=self.margin, schedule=self.schedule)
+
+    def get_extra_state(self) -> Dict[str, Any]:
+        generator_state = self.generator.get_state() if self.generator is not None else None
+        return {"epoch": self.epoch, "total_epochs": self.total_epochs, "generator": generator_state}
+
+    def set_extra_state(self, state: Dict[str, Any]) -> None:
+        self.epoch, self.total_epochs = state["epoch"], state["total_epochs"]
+        if state["generator"] is not None:
+            if self.generator is None:
+                self.generator = torch.Generator()
+            self.generator.set_state(state["generator"])
+
+    def _uniform_choice(self, mask: torch.Tensor) -> torch.Tensor:
+        """For each row, a column drawn uniformly among the True entries of ``mask`` (rows need one)."""
+        scores = torch.rand(mask.shape, generator=self.generator).to(mask.device)
+        return torch.where(mask, scores, torch.full_like(scores, -1.0)).argmax(dim=1)
+
+    def mine(self, embeddings, labels, ref_emb, ref_labels) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        distances = self.distance(embeddings, ref_emb)
+        same_label = labels[:, None] == ref_labels[None, :]
+        positive_mask = same_label.clone()
+        if ref_labels is labels:
+            positive_mask.fill_diagonal_(False)
+        negative_mask = ~same_label
+        anchors = torch.nonzero(positive_mask.any(dim=1) & negative_mask.any(dim=1)).squeeze(1)
+        eta = self.current_eta
+        positive_mask, negative_mask, anchor_distances = positive_mask[anchors], negative_mask[anchors], distances[anchors]
+        rows = torch.arange(len(anchors), device=distances.device)
+        triplets, fallbacks = [], 0
+        for _ in range(self.triplets_per_anchor):
+            positives = self._uniform_choice(positive_mask)
+            ap = anchor_distances[rows, positives][:, None]
+            band = negative_mask & (anchor_distances > ap) & (anchor_distances < ap + eta)
+            in_band = band.any(dim=1)
+            negatives = self._uniform_choice(torch.where(in_band[:, None], band, negative_mask))
+            fallbacks += int((~in_band).sum())
+            triplets.append((anchors, positives, negatives))
+        anchor_idx, positive_idx, negative_idx = (torch.cat(column) for column in zip(*triplets))
+        if self.collect_stats:
+            self.eta, self.num_fallback_negatives = eta, fallbacks
+            if len(anchor_idx) > 0:
+                self.pos_pair_dist = distances[anchor_idx, positive_idx].mean().item()
+                self.neg_pair_dist = distances[anchor_idx, negative_idx].mean().item()
+        return anchor_idx, positive_idx, negative_idx

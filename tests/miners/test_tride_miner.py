@@ -1,0 +1,107 @@
+import pytest
+import torch
+from pytorch_metric_learning import losses
+from pytorch_metric_learning.distances import CosineSimilarity
+
+from pml_tride import TrideMiner
+from pml_tride.schedules import semi_hard_band
+
+
+def points():
+    """Hand-made 2-D embeddings on the unit circle: three classes."""
+    angles = torch.tensor([0.0, 0.3, 0.5, 1.2, 1.4, 2.8, 3.0, 4.5])
+    embeddings = torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
+    return embeddings, labels
+
+
+def brute_distance(embeddings, i, j):
+    return float(((embeddings[i] - embeddings[j]) ** 2).sum().sqrt())
+
+
+def test_every_triplet_is_valid_and_in_band_when_possible():
+    embeddings, labels = points()
+    miner = TrideMiner(margin=0.8, seed=0, collect_stats=True)
+    for _ in range(20):
+        anchors, positives, negatives = miner(embeddings, labels)
+        assert len(anchors) == len(embeddings)  # every point has a positive and a negative
+        fallbacks = 0
+        for a, p, n in zip(anchors.tolist(), positives.tolist(), negatives.tolist()):
+            assert p != a and labels[p] == labels[a] and labels[n] != labels[a]
+            ap = brute_distance(embeddings, a, p)
+            band = [j for j in range(len(labels)) if labels[j] != labels[a]
+                    and ap < brute_distance(embeddings, a, j) < ap + 0.8]
+            if band:
+                assert n in band
+            else:
+                fallbacks += 1
+        assert miner.num_fallback_negatives == fallbacks
+
+
+def test_fallback_when_band_is_empty():
+    embeddings = torch.tensor([[1.0, 0.0], [0.99, 0.14], [-1.0, 0.0]])
+    labels = torch.tensor([0, 0, 1])
+    miner = TrideMiner(margin=0.01, collect_stats=True, seed=0)
+    anchors, positives, negatives = miner(embeddings, labels)
+    assert miner.num_fallback_negatives == 2 and negatives.tolist() == [2, 2]
+
+
+def test_triplets_per_anchor_and_skipped_anchors():
+    embeddings, labels = points()
+    labels = labels.clone()
+    labels[7] = 9  # a class of one: no positive, so not an anchor
+    anchors, _, _ = TrideMiner(triplets_per_anchor=3, seed=0)(embeddings, labels)
+    assert len(anchors) == 3 * 7 and 7 not in anchors.tolist()
+    empty = TrideMiner()(embeddings, torch.zeros(8, dtype=torch.long))
+    assert all(len(index) == 0 for index in empty)
+
+
+@pytest.mark.parametrize("schedule", ["paper", "reference"])
+def test_band_follows_the_epoch_schedule(schedule):
+    miner = TrideMiner(margin=0.2, schedule=schedule, collect_stats=True)
+    embeddings, labels = points()
+    miner(embeddings, labels)
+    assert miner.eta == pytest.approx(0.2)
+    miner.set_epoch(6, 10)
+    miner(embeddings, labels)
+    expected = 0.2 * (1 - 0.3 ** 2) if schedule == "paper" else 0.2 * (1 - 0.3) ** 2
+    assert miner.eta == pytest.approx(expected) == pytest.approx(semi_hard_band(6, 10, 0.2, schedule))
+
+
+def test_seeded_reproducibility_and_state_round_trip():
+    embeddings, labels = points()
+    first = TrideMiner(seed=5)
+    second = TrideMiner(seed=5)
+    assert all(torch.equal(a, b) for a, b in zip(first(embeddings, labels), second(embeddings, labels)))
+    first.set_epoch(3, 7)
+    state = first.state_dict()
+    expected = first(embeddings, labels)
+    restored = TrideMiner(seed=1)
+    restored.load_state_dict(state)
+    assert (restored.epoch, restored.total_epochs) == (3, 7)
+    assert all(torch.equal(a, b) for a, b in zip(expected, restored(embeddings, labels)))
+
+
+def test_inside_a_pml_loss_and_with_ref_emb():
+    embeddings, labels = points()
+    embeddings.requires_grad_(True)
+    value = losses.TripletMarginLoss(margin=0.2)(embeddings, labels, TrideMiner(seed=0)(embeddings, labels))
+    value.backward()
+    assert torch.isfinite(value)
+    reference = embeddings.detach()[[0, 3, 5, 1]]
+    anchors, positives, negatives = TrideMiner(seed=0)(embeddings[:3], labels[:3], reference, labels[[0, 3, 5, 1]])
+    ref_labels = labels[[0, 3, 5, 1]]
+    for a, p, n in zip(anchors.tolist(), positives.tolist(), negatives.tolist()):
+        assert ref_labels[p] == labels[a] and ref_labels[n] != labels[a]
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [({"margin": 0}, "margin"), ({"schedule": "linear"}, "schedule"), ({"triplets_per_anchor": 0}, "triplets_per_anchor"),
+     ({"distance": CosineSimilarity()}, "similarity")],
+)
+def test_bad_arguments(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        TrideMiner(**kwargs)
+    with pytest.raises(ValueError, match="epoch"):
+        TrideMiner().set_epoch(5, 3)

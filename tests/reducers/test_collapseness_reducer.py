@@ -1,0 +1,53 @@
+import math
+
+import pytest
+import torch
+
+from pml_tride import CollapsenessReducer
+
+
+def loop_weighted(values, lam, weighting):
+    shift = min(values) if weighting == "paper" else max(values)
+    sign = -1 if weighting == "paper" else 1
+    weights = [math.exp(sign * lam * (v - shift)) for v in values]
+    return sum(w * v for w, v in zip(weights, values)) / sum(weights)
+
+
+def loss_dict(values, reduction_type):
+    indices = torch.arange(len(values))
+    index = indices if reduction_type == "element" else (indices, indices)
+    return {"loss": {"losses": values, "indices": index, "reduction_type": reduction_type}}
+
+
+@pytest.mark.parametrize("reduction_type", ["pos_pair", "neg_pair", "element"])
+@pytest.mark.parametrize("weighting", ["paper", "reference"])
+def test_pair_and_element_reductions_give_weighted_distance(reduction_type, weighting):
+    values = torch.tensor([0.4, 0.9, 0.55, 1.3], dtype=torch.float64)
+    reducer = CollapsenessReducer(lam=3.0, weighting=weighting, collect_stats=True)
+    embeddings = torch.zeros(4, 2, dtype=torch.float64)
+    reduced = reducer(loss_dict(values, reduction_type), embeddings, torch.zeros(4))
+    assert reduced.item() == pytest.approx(loop_weighted(values.tolist(), 3.0, weighting))
+    assert reducer.weighted_distance == pytest.approx(reduced.item())
+    assert reducer.collapseness(values, values.flip(0)).item() == pytest.approx(
+        loop_weighted(values.tolist(), 3.0, weighting) - loop_weighted(values.flip(0).tolist(), 3.0, weighting)
+    )
+
+
+def test_triplet_reduction_is_refused_with_an_explanation():
+    reducer = CollapsenessReducer()
+    triplet = {"loss": {"losses": torch.rand(3), "indices": (torch.arange(3),) * 3, "reduction_type": "triplet"}}
+    with pytest.raises(ValueError, match="separately"):
+        reducer(triplet, torch.zeros(3, 2), torch.zeros(3))
+
+
+def test_empty_losses_give_a_connected_zero():
+    embeddings = torch.rand(3, 2, requires_grad=True)
+    reduced = CollapsenessReducer()(loss_dict(torch.zeros(0), "pos_pair"), embeddings, torch.zeros(3))
+    assert reduced.item() == 0 and reduced.requires_grad
+
+
+def test_invalid_arguments():
+    with pytest.raises(ValueError, match="lam"):
+        CollapsenessReducer(lam=-1)
+    with pytest.raises(ValueError, match="weighting"):
+        CollapsenessReducer(weighting="softmin")
