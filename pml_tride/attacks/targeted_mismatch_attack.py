@@ -1,0 +1,32 @@
+"""TMA: targeted mismatch attack (Tolias et al., ICCV 2019); reference doc section 2.5."""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+
+from .base_attack import AttackContext, BaseRankingAttack, uniform_indices
+
+__all__ = ["TargetedMismatchAttack"]
+
+
+class TargetedMismatchAttack(BaseRankingAttack):
+    """Perturb each query so that its embedding matches a random pool embedding, in cosine similarity.
+
+    Loss: mean(1 - cos(f(q'), t)); measurement: cos(f(q'), t) (lower after the attack = more robust).
+    """
+
+    measurements = ("TMA",)
+
+    def select(self, context: AttackContext, generator: Optional[torch.Generator]) -> None:
+        context.target_index = uniform_indices(len(context.clean), len(context.pool), generator, context.clean.device)
+
+    def _cosine(self, embeddings: torch.Tensor, context: AttackContext) -> torch.Tensor:
+        return (embeddings * context.pool.embeddings[context.target_index]).sum(dim=1)
+
+    def loss(self, embeddings: torch.Tensor, context: AttackContext) -> torch.Tensor:
+        return (1 - self._cosine(embeddings, context)).mean()
+
+    def measure(self, embeddings: torch.Tensor, context: AttackContext) -> Dict[str, torch.Tensor]:
+        return {"TMA": self._cosine(embeddings, context)}
