@@ -1,0 +1,154 @@
+"""RobustnessReport: benign metrics, raw attack results, ERS and ARS, per-trial records, and their output."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, Optional
+
+import torch
+
+from ..attacks import ATTACK_NAMES, AttackTrials
+from .scores import ARS_ATTACKS, ars, ars_per_trial, ers, ers_per_attack
+
+__all__ = ["RobustnessReport", "raw_results", "PERCENT_SCALE"]
+
+# Raw results in percent except TMA (cosine) and ES:D (L2 shift), as the paper's Table 2.
+UNSCALED = ("TMA", "ES:D")
+PERCENT_SCALE = 100.0
+
+
+def raw_results(trials: Dict[str, AttackTrials]) -> Dict[str, float]:
+    """Mean of ``after`` per measurement, in Table 2 units."""
+    return {
+        name: trial.after.double().mean().item() * (1.0 if name in UNSCALED else PERCENT_SCALE)
+        for name, trial in trials.items()
+    }
+
+
+@dataclass
+class RobustnessReport:
+    """What :class:`RobustnessEvaluator` measured.
+
+    ``benign``: R@1, R@2, mAP, NMI (percent). ``raw``: the ten attack results in the paper's Table 2 units.
+    ``ers``/``ers_per_attack``: ERS over the ten; ``ars``/``ars_per_attack``: table-mode ARS over the eight
+    ARS attacks (Table 1); ``ars_per_trial``: per-trial ARS scores and ``ars_excluded`` trial counts;
+    ``trials``: per-trial records (query index, target index, before, after) per measurement; ``settings``:
+    attack parameters, seed, pool size and timings.
+    """
+
+    benign: Dict[str, float]
+    raw: Dict[str, float]
+    trials: Dict[str, AttackTrials]
+    settings: Dict[str, Any] = field(default_factory=dict)
+    ers: Optional[float] = None
+    ers_per_attack: Dict[str, float] = field(default_factory=dict)
+    ars: Optional[float] = None
+    ars_per_attack: Dict[str, float] = field(default_factory=dict)
+    ars_per_trial: Dict[str, float] = field(default_factory=dict)
+    ars_excluded: Dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_trials(cls, benign: Dict[str, float], trials: Dict[str, AttackTrials],
+                    settings: Dict[str, Any]) -> "RobustnessReport":
+        """Compute every score that the measured attacks allow (ERS needs all ten, ARS the eight)."""
+        raw = raw_results(trials)
+        report = cls(benign=benign, raw=raw, trials=trials, settings=settings)
+        if all(name in raw for name in ATTACK_NAMES):
+            report.ers_per_attack = ers_per_attack(raw)
+            report.ers = ers(raw)
+        if all(name in raw for name in ARS_ATTACKS) and benign.get("R@1", 0) > 0:
+            table = ars(raw, benign["R@1"])
+            report.ars = table.pop("overall")
+            report.ars_per_attack = table
+            per_trial = ars_per_trial(trials)
+            report.ars_per_trial, report.ars_excluded = per_trial.scores, per_trial.excluded
+        return report
+
+    # ----------------------------------------------------------------- serialisation
+    def to_dict(self) -> Dict[str, Any]:
+        state = asdict(self)
+        state["trials"] = {
+            name: {"query_index": t.query_index.tolist(), "target_index": t.target_index.tolist(),
+                   "before": t.before.tolist(), "after": t.after.tolist()}
+            for name, t in self.trials.items()
+        }
+        return state
+
+    def to_json(self, path: str) -> None:
+        """Write everything, per-trial records included."""
+        with open(path, "w") as handle:
+            json.dump(self.to_dict(), handle, indent=1, default=float)
+
+    @classmethod
+    def from_json(cls, path: str) -> "RobustnessReport":
+        with open(path) as handle:
+            state = json.load(handle)
+        state["trials"] = {
+            name: AttackTrials(name=name, query_index=torch.tensor(t["query_index"], dtype=torch.long),
+                               target_index=torch.tensor(t["target_index"], dtype=torch.long),
+                               before=torch.tensor(t["before"], dtype=torch.float64),
+                               after=torch.tensor(t["after"], dtype=torch.float64))
+            for name, t in state["trials"].items()
+        }
+        return cls(**state)
+
+    # ----------------------------------------------------------------- presentation
+    @staticmethod
+    def _cell(value: Optional[float], digits: int = 1) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "-"
+        return f"{value:.{digits}f}"
+
+    def to_markdown(self, title: str = "model") -> str:
+        """Two tables shaped like the paper's Table 2 (raw results, ERS) and Table 1 (ARS)."""
+        benign_names = ["R@1", "R@2", "mAP", "NMI"]
+        raw_names = [name for name in ATTACK_NAMES if name in self.raw]
+        raw_digits = {"TMA": 3, "ES:D": 2}
+        lines = [
+            "Raw attack results (Table 2 units: % except TMA cosine and ES:D L2) and ERS",
+            "",
+            "| " + " | ".join(["model"] + benign_names + raw_names + ["ERS"]) + " |",
+            "|" + "---|" * (2 + len(benign_names) + len(raw_names)),
+            "| " + " | ".join([title] + [self._cell(self.benign.get(n)) for n in benign_names]
+                              + [self._cell(self.raw[n], raw_digits.get(n, 1)) for n in raw_names]
+                              + [self._cell(self.ers)]) + " |",
+            "",
+            "ARS (table mode, Table 1; per-trial mode in brackets)",
+            "",
+            "| " + " | ".join(["model"] + list(ARS_ATTACKS) + ["overall"]) + " |",
+            "|" + "---|" * (2 + len(ARS_ATTACKS)),
+            "| " + " | ".join([title] + [
+                f"{self._cell(self.ars_per_attack.get(n))} ({self._cell(self.ars_per_trial.get(n))})"
+                for n in ARS_ATTACKS] + [f"{self._cell(self.ars)} ({self._cell(self.ars_per_trial.get('overall'))})"])
+            + " |",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def plot(self, path: str, title: str = "Per-attack robustness") -> None:
+        """Bar chart (PNG) of the per-attack ARS (table mode) and normalised ERS scores."""
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError as error:
+            raise ImportError("plotting needs matplotlib: pip install matplotlib") from error
+        names = list(ATTACK_NAMES)
+        positions = range(len(names))
+        figure, axis = plt.subplots(figsize=(9, 3.5))
+        width = 0.4
+        axis.bar([p - width / 2 for p in positions], [self.ers_per_attack.get(n, 0) for n in names], width,
+                 label=f"ERS (overall {self._cell(self.ers)})")
+        axis.bar([p + width / 2 for p in positions], [self.ars_per_attack.get(n, 0) for n in names], width,
+                 label=f"ARS (overall {self._cell(self.ars)})")
+        axis.set_xticks(list(positions), names)
+        axis.set_ylabel("score (higher = more robust)")
+        axis.set_ylim(0, 105)
+        axis.set_title(title)
+        axis.legend()
+        figure.tight_layout()
+        figure.savefig(path, dpi=120)
+        plt.close(figure)
+

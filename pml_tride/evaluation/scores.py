@@ -1,0 +1,147 @@
+"""ERS (Zhou et al., 2021) and ARS (CA-TRIDE, Eq. 15 and 27-31): pure functions of attack results.
+
+Raw values are in the units of the paper's Table 2: percent for CA+/CA-/QA+/QA- (percentile ranks) and for
+ES:R, LTM, GTM (R@1) and GTT (retain@4); the cosine for TMA; the L2 shift for ES:D.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Dict, Mapping, Tuple
+
+import torch
+
+from ..attacks import ATTACK_NAMES
+
+__all__ = [
+    "ERS_ATTACKS", "ARS_ATTACKS", "PLUS_ATTACKS", "MINUS_ATTACKS", "RECALL_ATTACKS", "SIGN_HANDLINGS",
+    "ers_per_attack", "ers", "ars", "ars_per_trial", "PerTrialARS",
+]
+
+ERS_ATTACKS = ATTACK_NAMES
+# ARS drops TMA (cosine-based) and ES:D (a shift, not a ranking outcome): Section 3.4.
+ARS_ATTACKS = ("CA+", "CA-", "QA+", "QA-", "ES:R", "LTM", "GTM", "GTT")
+PLUS_ATTACKS = ("CA+", "QA+")
+MINUS_ATTACKS = ("CA-", "QA-")
+RECALL_ATTACKS = ("ES:R", "LTM", "GTM", "GTT")
+SIGN_HANDLINGS = ("signed_clip", "signed", "abs")
+# ERS constants: an untouched random target sits at the 50th percentile; unit vectors are at most 2 apart.
+UNTOUCHED_PERCENTILE = 50.0
+MAX_SHIFT = 2.0
+# Table-mode ARS: the nominal initial percentile of a CA-/QA- target (top 1%) and the goal (the bottom).
+MINUS_INITIAL_PERCENT = 1.0
+BOTTOM_PERCENT = 100.0
+
+
+def _check_keys(raw: Mapping[str, float], needed: Tuple[str, ...]) -> None:
+    missing = [name for name in needed if name not in raw]
+    unknown = [name for name in raw if name not in ERS_ATTACKS]
+    if missing or unknown:
+        raise ValueError(f"raw results: missing {missing}, unknown {unknown}; expected keys {list(needed)}")
+
+
+def ers_per_attack(raw: Mapping[str, float]) -> Dict[str, float]:
+    """Each raw result normalised to 0-100, higher = more robust (robrank's ``ersnormalize``)."""
+    _check_keys(raw, ERS_ATTACKS)
+    return {
+        "CA+": 100 * raw["CA+"] / UNTOUCHED_PERCENTILE,
+        "CA-": 100 - raw["CA-"],
+        "QA+": 100 * raw["QA+"] / UNTOUCHED_PERCENTILE,
+        "QA-": 100 - raw["QA-"],
+        "TMA": 100 * (1 - raw["TMA"]),
+        "ES:D": 100 * (MAX_SHIFT - raw["ES:D"]) / MAX_SHIFT,
+        "ES:R": raw["ES:R"],
+        "LTM": raw["LTM"],
+        "GTM": raw["GTM"],
+        "GTT": raw["GTT"],
+    }
+
+
+def ers(raw: Mapping[str, float]) -> float:
+    """Empirical Robustness Score: the mean of the ten normalised scores."""
+    per_attack = ers_per_attack(raw)
+    return sum(per_attack.values()) / len(per_attack)
+
+
+def ars(raw: Mapping[str, float], benign_r1: float, clip: bool = False) -> Dict[str, float]:
+    """Table-mode ARS (Eq. 15 with nominal initial states), reproducing the paper's Table 1 from Table 2.
+
+    CA+/QA+: 100 (1 - (50 - x) / 50); CA-/QA-: 100 (1 - (x - 1) / 99) (goal: the bottom of the list);
+    ES:R/LTM/GTM: 100 x / R@1 (Eq. 31); GTT: x (retain@4 starts at 100%). ``clip`` bounds each score to
+    [0, 100]; the paper does not clip. Returns the eight scores and their mean, ``"overall"``.
+    """
+    _check_keys(raw, ARS_ATTACKS)
+    if not (isinstance(benign_r1, (int, float)) and benign_r1 > 0):
+        raise ValueError(f"benign_r1 must be a positive percentage, got {benign_r1!r}")
+    scores = {}
+    for name in ARS_ATTACKS:
+        value = raw[name]
+        if name in PLUS_ATTACKS:
+            score = 100 * value / UNTOUCHED_PERCENTILE
+        elif name in MINUS_ATTACKS:
+            score = 100 * (1 - (value - MINUS_INITIAL_PERCENT) / (BOTTOM_PERCENT - MINUS_INITIAL_PERCENT))
+        elif name == "GTT":
+            score = value
+        else:
+            score = 100 * value / benign_r1
+        scores[name] = min(max(score, 0.0), 100.0) if clip else score
+    scores["overall"] = sum(scores[name] for name in ARS_ATTACKS) / len(ARS_ATTACKS)
+    return scores
+
+
+@dataclass
+class PerTrialARS:
+    """Per-trial ARS: ``scores`` per attack (percent) with ``"overall"``, and the trials ``excluded`` from each
+    rank attack because they started at the attack's goal."""
+
+    scores: Dict[str, float]
+    excluded: Dict[str, int]
+
+
+def _resistance(before: torch.Tensor, after: torch.Tensor, goal: float, sign_handling: str) -> torch.Tensor:
+    progress = (after - before) / (goal - before)
+    if sign_handling == "abs":
+        return 1 - progress.abs()
+    if sign_handling == "signed":
+        return 1 - progress
+    return (1 - progress).clamp(0, 1)
+
+
+def ars_per_trial(trials: Mapping[str, "object"], sign_handling: str = "signed_clip") -> PerTrialARS:
+    """ARS from recorded trials (Eq. 15, 27-30): R_i = 1 - (O_r - O_i) / (O_g - O_i), averaged over trials.
+
+    ``trials`` maps each ARS attack name to an object with ``before`` and ``after`` tensors (percentile ranks
+    for the rank attacks; hits for the recall attacks). Rank attacks: goal 0 for CA+/QA+, 1 (the bottom) for
+    CA-/QA-; trials already at the goal are excluded and counted. ``sign_handling``: "signed_clip" (R_i clipped
+    to [0, 1]: moving away from the goal counts as full resistance), "signed" (Eq. 15 as written) or "abs"
+    (Eq. 27's |r - r~|). Recall attacks and GTT: 100 mean(after) / mean(before) (Eq. 31); NaN with a warning
+    when the clean value is 0.
+    """
+    if sign_handling not in SIGN_HANDLINGS:
+        raise ValueError(f"sign_handling must be one of {SIGN_HANDLINGS}, got {sign_handling!r}")
+    missing = [name for name in ARS_ATTACKS if name not in trials]
+    if missing:
+        raise ValueError(f"ars_per_trial needs trials for {missing}")
+    scores, excluded = {}, {}
+    for name in ARS_ATTACKS:
+        before = torch.as_tensor(trials[name].before, dtype=torch.float64)
+        after = torch.as_tensor(trials[name].after, dtype=torch.float64)
+        if name in RECALL_ATTACKS:
+            clean = before.mean().item()
+            if clean == 0:
+                warnings.warn(f"{name}: the clean value is 0, so its ARS is undefined (NaN)", stacklevel=2)
+                scores[name] = math.nan
+            else:
+                scores[name] = 100 * after.mean().item() / clean
+            continue
+        goal = 0.0 if name in PLUS_ATTACKS else 1.0
+        informative = before != goal
+        excluded[name] = int((~informative).sum())
+        if informative.any():
+            scores[name] = 100 * _resistance(before[informative], after[informative], goal, sign_handling).mean().item()
+        else:
+            scores[name] = math.nan
+    scores["overall"] = sum(scores[name] for name in ARS_ATTACKS) / len(ARS_ATTACKS)
+    return PerTrialARS(scores=scores, excluded=excluded)
