@@ -1,0 +1,65 @@
+"""Build, save and load embedding models (pml-tride checkpoints, TorchScript, pickled modules)."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from typing import Any
+
+import torch
+from torch import nn
+
+from .resnet import resnet18_embedder
+from .small_cnn import small_cnn_embedder
+
+__all__ = ["MODEL_FACTORIES", "build_model", "save_model", "load_model"]
+
+MODEL_FACTORIES = {"small_cnn": small_cnn_embedder, "resnet18": resnet18_embedder}
+CHECKPOINT_FORMAT = 1
+
+
+def build_model(name: str, **kwargs: Any) -> nn.Module:
+    if name not in MODEL_FACTORIES:
+        raise ValueError(f"unknown model {name!r}; valid: {sorted(MODEL_FACTORIES)}")
+    return MODEL_FACTORIES[name](**kwargs)
+
+
+def save_model(model: nn.Module, path: str, **extra: Any) -> None:
+    """Write ``{"pml_tride_checkpoint": 1, "model": {"name", "kwargs", "state_dict"}, **extra}``."""
+    config = getattr(model, "config", None)
+    if config is None:
+        raise ValueError("save_model needs a model built by pml_tride.models (with a .config); use "
+                         "torch.jit.save for other models")
+    torch.save({"pml_tride_checkpoint": CHECKPOINT_FORMAT,
+                "model": {"name": config["name"], "kwargs": config["kwargs"], "state_dict": model.state_dict()},
+                **extra}, path)
+
+
+def load_model(path: str, map_location: Any = "cpu", trust_pickle: bool = False) -> nn.Module:
+    """Load a model in eval mode from a pml-tride checkpoint (also a TrideTrainer checkpoint), a TorchScript
+    archive, or, with ``trust_pickle=True`` only, a ``torch.save``d module (unpickling runs arbitrary code)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no model file at {path!r}")
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if any(name.endswith("constants.pkl") for name in archive.namelist()):
+                return torch.jit.load(path, map_location=map_location).eval()
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        if not trust_pickle:
+            raise ValueError(
+                f"{path!r} is not a pml-tride checkpoint or TorchScript file and cannot be read safely "
+                "(weights_only=True). If it is a torch.save'd module from a source you trust, pass "
+                "trust_pickle=True (--trust-pickle on the command line)"
+            ) from error
+        module = torch.load(path, map_location=map_location, weights_only=False)
+        if not isinstance(module, nn.Module):
+            raise ValueError(f"{path!r} holds a {type(module).__name__}, not a torch.nn.Module") from error
+        return module.eval()
+    if not isinstance(state, dict) or "model" not in state or not {"name", "kwargs", "state_dict"} <= set(state["model"]):
+        raise ValueError(f"{path!r} holds no pml-tride model entry ({{'model': {{'name', 'kwargs', 'state_dict'}}}})")
+    entry = state["model"]
+    model = build_model(entry["name"], **entry["kwargs"])
+    model.load_state_dict(entry["state_dict"])
+    return model.to(map_location).eval()
