@@ -170,6 +170,11 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
             return self.alpha
         return progressive_alpha(self.alpha, self.epoch, self.total_epochs)
 
+    @property
+    def attack_enabled(self) -> bool:
+        """False when no step can move the inputs (eps, steps or the current alpha is 0)."""
+        return self.eps > 0 and self.steps > 0 and self.current_alpha > 0
+
     def get_extra_state(self) -> Dict[str, Any]:
         return {"epoch": self.epoch, "total_epochs": self.total_epochs}
 

@@ -10,6 +10,7 @@ from torch import nn
 
 from ..reducers import CollapsenessReducer
 from ..schedules import PhaseCycle
+from ..pgd import PGDResult
 from .adversarial_triplet_loss import AdversarialTripletLoss, PerturbationSet, Triplets
 
 __all__ = ["TrideLoss", "AWARENESS", "VARIANTS"]
@@ -179,15 +180,10 @@ class TrideLoss(AdversarialTripletLoss):
         tolerance = self.stop_tolerance
         return lambda loss: loss.item() <= tolerance
 
-    # ----------------------------------------------------------------- one mini-batch (Algorithm 1, Eq. 14)
-    def compute_adversarial_loss(
-        self, embeddings: torch.Tensor, inputs: torch.Tensor, triplets: Triplets
-    ) -> Dict[str, Dict[str, Any]]:
+    def _objective(self, phase: str, inputs: torch.Tensor, triplets: Triplets, perturbation: PerturbationSet):
+        """The attack objective of a phase; the images that stay clean are embedded once, without grad."""
         anchors, positives, negatives = triplets
-        phase = self.phase_cycle.next()
-        self.last_phase = phase
         if phase == "cap":
-            perturbation = PerturbationSet((positives, negatives), self.perturb)
             positive_rows, negative_rows = perturbation.role_positions
             anchor_set = PerturbationSet((anchors,), "unique")
             clean_anchors = self.constant_embeddings(inputs[anchor_set.source_rows])[anchor_set.role_positions[0]]
@@ -198,22 +194,40 @@ class TrideLoss(AdversarialTripletLoss):
                     self.pair_distances(clean_anchors, adversarial[negative_rows]),
                 )
 
+            return objective
+        (anchor_rows,) = perturbation.role_positions
+        clean_set = PerturbationSet((anchors, positives, negatives), "unique")
+        clean = self.constant_embeddings(inputs[clean_set.source_rows])
+        clean_anchors, clean_positives, clean_negatives = (clean[rows] for rows in clean_set.role_positions)
+
+        def objective(adversarial: torch.Tensor) -> torch.Tensor:
+            adversarial_anchors = adversarial[anchor_rows]
+            return self.anchor_perturbation_loss(
+                self.pair_distances(adversarial_anchors, clean_positives),
+                self.pair_distances(adversarial_anchors, clean_negatives),
+                self.pair_distances(adversarial_anchors, clean_anchors),
+            )
+
+        return objective
+
+    # ----------------------------------------------------------------- one mini-batch (Algorithm 1, Eq. 14)
+    def compute_adversarial_loss(
+        self, embeddings: torch.Tensor, inputs: torch.Tensor, triplets: Triplets
+    ) -> Dict[str, Dict[str, Any]]:
+        anchors, positives, negatives = triplets
+        phase = self.phase_cycle.next()
+        self.last_phase = phase
+        if phase == "cap":
+            perturbation = PerturbationSet((positives, negatives), self.perturb)
+            positive_rows, negative_rows = perturbation.role_positions
         else:
             perturbation = PerturbationSet((anchors,), self.perturb)
             (anchor_rows,) = perturbation.role_positions
-            clean_set = PerturbationSet((anchors, positives, negatives), "unique")
-            clean = self.constant_embeddings(inputs[clean_set.source_rows])
-            clean_anchors, clean_positives, clean_negatives = (clean[rows] for rows in clean_set.role_positions)
-
-            def objective(adversarial: torch.Tensor) -> torch.Tensor:
-                adversarial_anchors = adversarial[anchor_rows]
-                return self.anchor_perturbation_loss(
-                    self.pair_distances(adversarial_anchors, clean_positives),
-                    self.pair_distances(adversarial_anchors, clean_negatives),
-                    self.pair_distances(adversarial_anchors, clean_anchors),
-                )
-
-        result = self.attack(inputs[perturbation.source_rows], objective, self._stop_condition())
+        images = inputs[perturbation.source_rows]
+        if self.attack_enabled:
+            result = self.attack(images, self._objective(phase, inputs, triplets, perturbation), self._stop_condition())
+        else:
+            result = PGDResult(adversarial=images, steps_taken=0, stopped_early=False, last_loss=None)
         adversarial = self.training_embeddings(result, perturbation, embeddings)
         if phase == "cap":
             anchor_emb, positive_emb, negative_emb = embeddings[anchors], adversarial[positive_rows], adversarial[negative_rows]

@@ -468,3 +468,18 @@ def test_custom_reducer_is_used_for_the_triplet_term():
     ap, an = loop_triplet_terms(emb, HAND_TRIPLETS)
     expected = sum(max(p - n + 0.2, 0.0) for p, n in zip(ap, an))
     assert loss(model(HAND_IMAGES), HAND_LABELS, hand_indices()).item() == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("kwargs", [{"steps": 0}, {"eps": 0.0}, {"epoch": 0}])
+def test_no_forward_pass_when_no_step_can_move_the_inputs(kwargs):
+    model = Identity()
+    calls = []
+    epoch = kwargs.pop("epoch", None)
+    loss = TrideLoss(model, **kwargs)
+    if epoch is not None:
+        loss.set_epoch(epoch, 10)  # progressive alpha is 0 at epoch 0
+    embeddings = model(HAND_IMAGES)
+    model.register_forward_hook(lambda *args: calls.append(1))
+    for _ in range(2):
+        assert torch.isfinite(loss(embeddings, HAND_LABELS, hand_indices()))
+    assert calls == []
