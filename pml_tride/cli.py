@@ -1,0 +1,206 @@
+"""The ``pml-tride`` command: ``demo``, ``train`` and ``evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from fractions import Fraction
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+from . import __version__
+
+__all__ = ["main"]
+
+# PML's trainer formats the loss tensor for its progress bar, which makes torch warn once per process.
+PML_PROGRESS_BAR_WARNING = "Converting a tensor with requires_grad=True to a scalar"
+
+
+def pixel_value(text: str) -> float:
+    """A budget in pixel units, as a number or a fraction: 0.0314, 8/255."""
+    try:
+        return float(Fraction(text))
+    except (ValueError, ZeroDivisionError) as error:
+        raise argparse.ArgumentTypeError(f"expected a number or a fraction like 8/255, got {text!r}") from error
+
+
+def _device(name: Optional[str]) -> torch.device:
+    return torch.device(name) if name else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# ----------------------------------------------------------------------------------------------- demo
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    from .demo import DemoSettings
+
+    defaults = DemoSettings()
+    parser.add_argument("--out", default=defaults.out, help="output folder (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--image-size", type=int, default=defaults.image_size)
+    parser.add_argument("--eps", type=pixel_value, default=defaults.eps, help="attack budget (default 16/255)")
+    parser.add_argument("--train-steps", type=int, default=defaults.train_steps)
+    parser.add_argument("--eval-steps", type=int, default=defaults.eval_steps)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 2 epochs, 2 training and 4 attack steps")
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    from .demo import DemoSettings, run_demo
+
+    settings = DemoSettings(out=args.out, epochs=args.epochs, image_size=args.image_size, eps=args.eps,
+                            train_alpha=args.eps / 4, eval_alpha=args.eps / 4, train_steps=args.train_steps,
+                            eval_steps=args.eval_steps, seed=args.seed)
+    if args.quick:
+        settings.epochs, settings.train_steps, settings.eval_steps = 2, 2, 4
+    run_demo(settings, device=_device(args.device))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- train
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    from .recipes import DEFENSES
+
+    parser.add_argument("--dataset", choices=["digits", "cub", "cars", "sop"], default="digits")
+    parser.add_argument("--data-root", help="folder of the data set's standard layout (not needed for digits)")
+    parser.add_argument("--defense", choices=sorted(DEFENSES), default="ca-tride")
+    parser.add_argument("--model", choices=["small_cnn", "resnet18"], default=None,
+                        help="default: small_cnn for digits, resnet18 otherwise")
+    parser.add_argument("--weights", default="none",
+                        help="resnet18 initialisation: 'imagenet' (download), a local file, or 'none'")
+    parser.add_argument("--embedding-dim", type=int, default=None, help="default: 64 (small_cnn), 512 (resnet18)")
+    parser.add_argument("--image-size", type=int, default=None, help="default: 32 for digits, 224 otherwise")
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=112)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument("--margin", type=float, default=0.2)
+    parser.add_argument("--eps", type=pixel_value, default=8 / 255)
+    parser.add_argument("--alpha", type=pixel_value, default=1 / 255)
+    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--lam", type=float, default=10.0)
+    parser.add_argument("--max-iters", type=int, default=None, help="iterations per epoch (default: one pass)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--out", default="runs/train", help="checkpoints and the final model go here")
+    parser.add_argument("--resume", help="a checkpoint of this run to continue from")
+
+
+def run_train_command(args: argparse.Namespace) -> int:
+    from .datasets import build_dataset
+    from .models import build_model, save_model
+    from .recipes import train_embedder
+
+    model_name = args.model or ("small_cnn" if args.dataset == "digits" else "resnet18")
+    kwargs = {"embedding_dim": args.embedding_dim or (64 if model_name == "small_cnn" else 512)}
+    if model_name == "resnet18":
+        kwargs["weights"] = None if args.weights == "none" else args.weights
+    elif args.dataset != "digits":
+        kwargs["in_channels"] = 3
+    model = build_model(model_name, **kwargs)
+    dataset = build_dataset(args.dataset, root=args.data_root, split="train", image_size=args.image_size)
+    os.makedirs(args.out, exist_ok=True)
+    trainer, seconds = train_embedder(
+        model, dataset, defense=args.defense, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, margin=args.margin, eps=args.eps, alpha=args.alpha, steps=args.steps,
+        lam=args.lam, seed=args.seed, device=_device(args.device), checkpoint_dir=args.out, resume=args.resume,
+        iterations_per_epoch=args.max_iters,
+    )
+    path = os.path.join(args.out, "model.pt")
+    save_model(model, path, defense=args.defense, dataset=args.dataset)
+    print(f"trained {args.defense} on {args.dataset} in {seconds:.0f} s; model: {path}; "
+          f"evaluate with: pml-tride evaluate --checkpoint {path} --dataset {args.dataset}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- evaluate
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True,
+                        help="a pml-tride model or trainer checkpoint, a TorchScript file, or (with --trust-pickle) "
+                             "a torch.save'd module")
+    parser.add_argument("--trust-pickle", action="store_true", help="allow unpickling a whole module (runs code)")
+    parser.add_argument("--dataset", choices=["digits", "cub", "cars", "sop"], default="digits")
+    parser.add_argument("--data-root")
+    parser.add_argument("--image-size", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=112)
+    parser.add_argument("--eps", type=pixel_value, default=8 / 255)
+    parser.add_argument("--alpha", type=pixel_value, default=3 / 255)
+    parser.add_argument("--steps", type=int, default=32)
+    parser.add_argument("--attacks", default="all", help="'all' or a comma list, e.g. CA+,QA-,ES:R")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--robrank-compat", action="store_true", help="reproduce robrank's GTM/LTM/ES:D quirks")
+    parser.add_argument("--max-batches", type=int, default=None, help="attack only the first batches")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--out", default="report.json", help="JSON report; the .md and .png go next to it")
+
+
+def run_evaluate_command(args: argparse.Namespace) -> int:
+    from .datasets import build_dataset
+    from .evaluation import RobustnessEvaluator
+    from .models import load_model
+
+    device = _device(args.device)
+    model = load_model(args.checkpoint, map_location=device, trust_pickle=args.trust_pickle)
+    dataset = build_dataset(args.dataset, root=args.data_root, split="test", image_size=args.image_size)
+    attacks = "all" if args.attacks == "all" else [name.strip() for name in args.attacks.split(",")]
+    evaluator = RobustnessEvaluator(eps=args.eps, alpha=args.alpha, steps=args.steps, attacks=attacks,
+                                    batch_size=args.batch_size, seed=args.seed, robrank_compat=args.robrank_compat,
+                                    device=device, max_batches=args.max_batches)
+    report = evaluator.evaluate(model, dataset)
+    report.settings.update({"checkpoint": args.checkpoint, "dataset": args.dataset})
+    markdown = report.to_markdown(title=os.path.basename(args.checkpoint))
+    print(markdown)
+    report.to_json(args.out)
+    stem = os.path.splitext(args.out)[0]
+    with open(stem + ".md", "w") as handle:
+        handle.write(markdown)
+    written = [args.out, stem + ".md"]
+    if report.ers is not None and report.ars is not None:
+        try:
+            report.plot(stem + ".png")
+            written.append(stem + ".png")
+        except ImportError:
+            print("matplotlib is not installed: no bar chart")
+    print("written: " + ", ".join(written))
+    return 0
+
+
+COMMANDS: Dict[str, tuple] = {
+    "demo": ("train an undefended and a CA-TRIDE model on digits, attack both, compare", add_demo_arguments,
+             run_demo_command),
+    "train": ("train an embedding model with a defense", add_train_arguments, run_train_command),
+    "evaluate": ("evaluate a model against the ten ranking attacks (ERS, ARS)", add_evaluate_arguments,
+                 run_evaluate_command),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pml-tride", description="CA-TRIDE adversarial training and "
+                                     "ranking-robustness evaluation for pytorch-metric-learning")
+    parser.add_argument("--version", action="version", version=f"pml-tride {__version__}")
+    subcommands = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
+    for name, (help_text, add_arguments, run) in COMMANDS.items():
+        subparser = subcommands.add_parser(name, help=help_text, description=help_text)
+        add_arguments(subparser)
+        subparser.set_defaults(run=run)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    warnings.filterwarnings("ignore", message=PML_PROGRESS_BAR_WARNING)
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        print(f"pml-tride {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

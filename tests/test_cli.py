@@ -1,0 +1,64 @@
+import json
+import os
+
+import pytest
+import torch
+
+from pml_tride.cli import main, pixel_value
+from pml_tride.models import save_model, small_cnn_embedder
+
+
+def test_version_and_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert "pml-tride" in capsys.readouterr().out
+    assert main([]) == 0
+    assert "demo" in capsys.readouterr().out
+
+
+def test_pixel_values():
+    assert pixel_value("8/255") == pytest.approx(8 / 255) and pixel_value("0.5") == 0.5
+    with pytest.raises(Exception, match="fraction"):
+        pixel_value("eight")
+
+
+def test_evaluate_a_saved_model(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = small_cnn_embedder(embedding_dim=16, width=8)
+    path = tmp_path / "model.pt"
+    save_model(model, str(path))
+    out = tmp_path / "report.json"
+    code = main(["evaluate", "--checkpoint", str(path), "--image-size", "8", "--steps", "2", "--attacks", "CA+,ES:R",
+                 "--max-batches", "1", "--out", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert set(report["raw"]) == {"CA+", "ES:D", "ES:R"} and len(report["trials"]["CA+"]["after"]) == 112
+    assert (tmp_path / "report.md").exists() and "CA+" in capsys.readouterr().out
+
+
+def test_train_then_evaluate_the_trainer_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "digits", "--image-size", "8", "--epochs", "1", "--steps", "2",
+                 "--batch-size", "50", "--max-iters", "2", "--out", str(out)]) == 0
+    assert (out / "model.pt").exists() and (out / "epoch_1.pt").exists()
+    report = tmp_path / "r.json"
+    assert main(["evaluate", "--checkpoint", str(out / "epoch_1.pt"), "--image-size", "8", "--steps", "1",
+                 "--attacks", "GTT", "--max-batches", "1", "--out", str(report)]) == 0
+    assert "GTT" in json.loads(report.read_text())["raw"]
+
+
+def test_demo_quick(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--image-size", "8", "--out", str(out)]) == 0
+    for name in ("undefended_report.json", "ca_tride_report.json", "summary.md", "collapse_diagnostics.png",
+                 "ars_per_attack.png"):
+        assert os.path.getsize(out / name) > 0, name
+    report = json.loads((out / "ca_tride_report.json").read_text())
+    assert report["ers"] is not None and report["ars"] is not None
+
+
+def test_errors_are_reported_with_exit_code_2(tmp_path, capsys):
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
+    assert "missing.pt" in capsys.readouterr().err
+    assert main(["train", "--dataset", "cub", "--epochs", "1"]) == 2
+    assert "root" in capsys.readouterr().err
