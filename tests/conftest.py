@@ -1,5 +1,7 @@
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 
 @pytest.fixture(autouse=True)
@@ -10,3 +12,71 @@ def _deterministic_single_thread():
     torch.manual_seed(0)
     yield
     torch.set_num_threads(threads)
+
+
+# Miniature data set trees in the real on-disk layouts (tiny generated JPEGs).
+def jpeg(path, seed):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(path, "JPEG")
+
+
+def _cub_tree(root):
+    classes = [1, 2, 100, 101, 102, 200]
+    lines, labels = [], []
+    image_id = 1
+    for class_id in classes:
+        for k in range(2):
+            relative = f"{class_id:03d}.Bird_{class_id}/Bird_{class_id}_{k}.jpg"
+            jpeg(root / "images" / relative, image_id)
+            lines.append(f"{image_id} {relative}")
+            labels.append(f"{image_id} {class_id}")
+            image_id += 1
+    (root / "images.txt").write_text("\n".join(lines) + "\n")
+    (root / "image_class_labels.txt").write_text("\n".join(labels) + "\n")
+    return root
+
+
+def _cars_tree(root):
+    from scipy.io import savemat
+
+    dtype = [("relative_im_path", "O"), ("bbox_x1", "O"), ("bbox_y1", "O"), ("bbox_x2", "O"), ("bbox_y2", "O"),
+             ("class", "O"), ("test", "O")]
+    classes = [1, 98, 99, 196]
+    records = np.zeros((1, 2 * len(classes)), dtype=dtype)
+    for index, class_id in enumerate(np.repeat(classes, 2)):
+        relative = f"car_ims/{index + 1:06d}.jpg"
+        jpeg(root / relative, index)
+        records[0, index] = (relative, np.array([[1]]), np.array([[1]]), np.array([[10]]), np.array([[10]]),
+                             np.array([[class_id]], dtype=np.uint8), np.array([[index % 2]], dtype=np.uint8))
+    savemat(root / "cars_annos.mat", {"annotations": records, "class_names": np.array([["a", "b"]], dtype=object)})
+    return root
+
+
+def _sop_tree(root):
+    for split, classes in (("train", [1, 2]), ("test", [11316, 11317])):
+        lines = ["image_id class_id super_class_id path"]
+        for k, class_id in enumerate(np.repeat(classes, 2)):
+            relative = f"bicycle_final/{class_id}{k}_{k}.JPG"
+            jpeg(root / relative, k + class_id)
+            lines.append(f"{k + 1} {class_id} 1 {relative}")
+        (root / f"Ebay_{split}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture
+def cub_tree():
+    """Builds a CUB_200_2011 tree: classes 1, 2, 100 (train) and 101, 102, 200 (test), two images each."""
+    return _cub_tree
+
+
+@pytest.fixture
+def cars_tree():
+    """Builds a cars/ tree with a generated cars_annos.mat: classes 1, 98 (train) and 99, 196 (test)."""
+    return _cars_tree
+
+
+@pytest.fixture
+def sop_tree():
+    """Builds a Stanford_Online_Products tree with Ebay_train.txt / Ebay_test.txt."""
+    return _sop_tree
