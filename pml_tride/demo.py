@@ -18,6 +18,7 @@ import torch
 from .datasets import Digits
 from .evaluation import ARS_ATTACKS, RobustnessEvaluator, RobustnessReport
 from .models import save_model, small_cnn_embedder
+from .optional_imports import has_pyplot, import_pyplot
 from .recipes import train_embedder
 
 __all__ = ["DemoSettings", "run_demo"]
@@ -55,12 +56,13 @@ class DemoSettings:
                 f"{self.eval_steps} steps, seed {self.seed}")
 
 
+def _slug(model_name: str) -> str:
+    """File-name stem of a model: "CA-TRIDE" -> "ca_tride"."""
+    return model_name.lower().replace("-", "_")
+
+
 def _plot_diagnostics(histories: Dict[str, List[dict]], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = import_pyplot()
     figure, axes = plt.subplots(1, len(DIAGNOSTICS), figsize=(4 * len(DIAGNOSTICS), 3.2))
     for axis, (key, title) in zip(axes, DIAGNOSTICS):
         for name, history in histories.items():
@@ -75,11 +77,7 @@ def _plot_diagnostics(histories: Dict[str, List[dict]], path: str) -> None:
 
 
 def _plot_ars(reports: Dict[str, RobustnessReport], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = import_pyplot()
     figure, axis = plt.subplots(figsize=(9, 3.5))
     width = 0.8 / len(reports)
     for offset, (name, report) in enumerate(reports.items()):
@@ -99,6 +97,9 @@ def run_demo(settings: DemoSettings, device: torch.device = torch.device("cpu"))
     """Train, evaluate and compare; returns the two reports."""
     os.makedirs(settings.out, exist_ok=True)
     print(f"pml-tride demo: {settings.describe()}")
+    plotting = has_pyplot()
+    if not plotting:
+        print("matplotlib is not installed: the demo writes no plots (pip install 'pml-tride[plot]')")
     train_set = Digits("train", image_size=settings.image_size)
     test_set = Digits("test", image_size=settings.image_size)
     reports, histories, seconds = {}, {}, {}
@@ -112,8 +113,9 @@ def run_demo(settings: DemoSettings, device: torch.device = torch.device("cpu"))
             lam=settings.lam, seed=settings.seed, device=device,
         )
         histories[name] = trainer.history
-        slug = name.lower().replace("-", "_")
-        save_model(model, os.path.join(settings.out, f"{slug}.pt"))
+        slug = _slug(name)
+        save_model(model, os.path.join(settings.out, f"{slug}.pt"), defense=defense,
+                   data={"dataset": "digits", "image_size": settings.image_size})
         print(f"[{name}] attacking every one of {len(test_set)} test digits with all ten attacks ...")
         evaluator = RobustnessEvaluator(eps=settings.eps, alpha=settings.eval_alpha, steps=settings.eval_steps,
                                         seed=settings.seed, device=device)
@@ -131,8 +133,11 @@ def run_demo(settings: DemoSettings, device: torch.device = torch.device("cpu"))
         handle.write(f"{settings.describe()}\n\n{table}\n\n{details}")
     with open(os.path.join(settings.out, "histories.json"), "w") as handle:
         json.dump(histories, handle)
-    _plot_diagnostics(histories, os.path.join(settings.out, "collapse_diagnostics.png"))
-    _plot_ars(reports, os.path.join(settings.out, "ars_per_attack.png"))
-    print(f"\n{table}\n\nper attack:\n{details}\nwritten to {settings.out}/: *_report.json, summary.md, "
-          "collapse_diagnostics.png, ars_per_attack.png, the two models (*.pt)")
+    written = [f"{_slug(name)}_report.json" for name in reports] + ["summary.md", "histories.json"]
+    if plotting:
+        _plot_diagnostics(histories, os.path.join(settings.out, "collapse_diagnostics.png"))
+        _plot_ars(reports, os.path.join(settings.out, "ars_per_attack.png"))
+        written += ["collapse_diagnostics.png", "ars_per_attack.png"]
+    written += [f"{_slug(name)}.pt" for name in reports]
+    print(f"\n{table}\n\nper attack:\n{details}\nwritten to {settings.out}/: {', '.join(written)}")
     return reports

@@ -12,7 +12,7 @@ from .stanford_online_products import StanfordOnlineProducts
 from .transforms import ImageTransform, test_transform, train_transform
 
 DATASETS = {"digits": Digits, "cub": CUB200, "cars": Cars196, "sop": StanfordOnlineProducts}
-DEFAULT_IMAGE_SIZES = {"digits": 32, "cub": 224, "cars": 224, "sop": 224}
+DEFAULT_IMAGE_SIZES = {"digits": 16, "cub": 224, "cars": 224, "sop": 224}
 
 
 def build_dataset(name: str, root: Optional[str] = None, split: str = "test",

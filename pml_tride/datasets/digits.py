@@ -18,7 +18,7 @@ class Digits(Dataset):
     """sklearn's 1,797 8x8 digits, class-disjoint split (train 0-4, test 5-9), scaled to [0, 1] and upsampled
     bilinearly to ``image_size``; items are ((1, s, s) tensor, label)."""
 
-    def __init__(self, split: str = "train", image_size: int = 32,
+    def __init__(self, split: str = "train", image_size: int = 16,
                  train_classes: Sequence[int] = (0, 1, 2, 3, 4)) -> None:
         from sklearn.datasets import load_digits
 

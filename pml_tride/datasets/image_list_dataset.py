@@ -6,9 +6,9 @@ import os
 from typing import Callable, List, Optional, Tuple
 
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from ..optional_imports import import_pillow
 from .transforms import ImageTransform
 
 __all__ = ["ImageListDataset", "SPLITS", "require_file"]
@@ -30,7 +30,7 @@ class ImageListDataset(Dataset):
         root: the data set folder.
         split: "train" or "test" (the zero-shot class split).
         image_size: output side (the paper: 224).
-        transform: overrides the paper's transform for the split.
+        transform: overrides the paper's transform for the split (then it alone decides the size).
     """
 
     LAYOUT = ""
@@ -39,9 +39,10 @@ class ImageListDataset(Dataset):
                  transform: Optional[Callable] = None) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        import_pillow()  # fail now, not in the first batch, when pillow is missing
         if root is None or not os.path.isdir(root):
             raise FileNotFoundError(f"data set folder not found: {root!r}. Expected layout:\n{self.LAYOUT}")
-        self.root, self.split = root, split
+        self.root, self.split, self.image_size = root, split, image_size
         self.transform = transform if transform is not None else ImageTransform(image_size, train=split == "train")
         self.samples: List[Tuple[str, int]] = self.read_index()
         if not self.samples:
@@ -58,13 +59,14 @@ class ImageListDataset(Dataset):
     def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
         relative, label = self.samples[index]
         path = os.path.join(self.root, relative)
+        Image = import_pillow()
         try:
             with Image.open(require_file(path, self.LAYOUT)) as image:
                 image.load()
                 return self.transform(image), label
-        except (UnidentifiedImageError, OSError) as error:
-            if isinstance(error, FileNotFoundError):
-                raise
+        except FileNotFoundError:
+            raise
+        except OSError as error:  # PIL's UnidentifiedImageError and truncated files are OSErrors
             raise ValueError(f"cannot decode image {path!r}: {error}") from error
 
     @staticmethod

@@ -7,9 +7,15 @@ For ``image_size`` s the resize side is round(256 s / 224).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
-from PIL import Image
+
+from ..optional_imports import import_pillow
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 __all__ = ["ImageTransform", "train_transform", "test_transform", "RESIZE_RATIO"]
 
@@ -27,7 +33,8 @@ class ImageTransform:
         self.image_size, self.train = image_size, train
         self.resize = max(image_size, round(image_size * RESIZE_RATIO))
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
+    def __call__(self, image: "PILImage") -> torch.Tensor:
+        Image = import_pillow()
         image = image.convert("RGB").resize((self.resize, self.resize), Image.BILINEAR)
         margin = self.resize - self.image_size
         if self.train:

@@ -10,6 +10,7 @@ from typing import Any, Dict, Optional
 import torch
 
 from ..attacks import ATTACK_NAMES, AttackTrials
+from ..optional_imports import import_pyplot
 from .scores import ARS_ATTACKS, ars, ars_per_trial, ers, ers_per_attack
 
 __all__ = ["RobustnessReport", "raw_results", "PERCENT_SCALE"]
@@ -127,21 +128,15 @@ class RobustnessReport:
         return "\n".join(lines) + "\n"
 
     def plot(self, path: str, title: str = "Per-attack robustness") -> None:
-        """Bar chart (PNG) of the per-attack ARS (table mode) and normalised ERS scores."""
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError as error:
-            raise ImportError("plotting needs matplotlib: pip install matplotlib") from error
+        """Bar chart (PNG) of the per-attack ARS (table mode) and normalised ERS scores (ARS has no TMA, ES:D bar)."""
+        plt = import_pyplot()
         names = list(ATTACK_NAMES)
         positions = range(len(names))
         figure, axis = plt.subplots(figsize=(9, 3.5))
         width = 0.4
         axis.bar([p - width / 2 for p in positions], [self.ers_per_attack.get(n, 0) for n in names], width,
                  label=f"ERS (overall {self._cell(self.ers)})")
-        axis.bar([p + width / 2 for p in positions], [self.ars_per_attack.get(n, 0) for n in names], width,
+        axis.bar([p + width / 2 for p in positions], [self.ars_per_attack.get(n, math.nan) for n in names], width,
                  label=f"ARS (overall {self._cell(self.ars)})")
         axis.set_xticks(list(positions), names)
         axis.set_ylabel("score (higher = more robust)")
