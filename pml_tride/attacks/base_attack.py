@@ -29,11 +29,14 @@ __all__ = [
 
 # Larger than any distance between unit vectors (at most 2): marks excluded pool entries.
 EXCLUDED_DISTANCE = 1e38
+# How far from 1 the norm of a pool embedding may be (float32 rounding of F.normalize is far below this).
+UNIT_NORM_TOLERANCE = 1e-3
 
 
 @dataclass
 class RetrievalPool:
-    """The candidate pool: clean, L2-normalised embeddings of the whole test set and their labels."""
+    """The candidate pool: clean, L2-normalised embeddings of the whole test set and their labels (embeddings that
+    are not unit vectors are refused: every attack compares unit vectors)."""
 
     embeddings: torch.Tensor
     labels: torch.Tensor
@@ -48,6 +51,12 @@ class RetrievalPool:
             raise ValueError("the pool needs at least 2 items")
         if not torch.isfinite(self.embeddings).all():
             raise ValueError("pool embeddings contain NaN or Inf values")
+        norms = self.embeddings.detach().norm(dim=1)
+        if (norms - 1).abs().max() > UNIT_NORM_TOLERANCE:
+            raise ValueError(
+                f"pool embeddings must be L2-normalised (norms {norms.min().item():.4g} to {norms.max().item():.4g}); "
+                "pass torch.nn.functional.normalize(embeddings, dim=1)"
+            )
         self.embeddings = self.embeddings.detach()
 
     def __len__(self) -> int:
@@ -94,9 +103,15 @@ def exclude_self(distances: torch.Tensor, pool_indices: torch.Tensor) -> torch.T
     return masked
 
 
-def uniform_indices(count: int, high: int, generator: Optional[torch.Generator], device) -> torch.Tensor:
-    """``count`` indices uniform over [0, high), drawn on the CPU from ``generator``."""
-    return torch.randint(0, high, (count,), generator=generator).to(device)
+def uniform_indices(
+    count: int, high: int, generator: Optional[torch.Generator], device, exclude: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """``count`` indices uniform over [0, high), drawn on the CPU from ``generator``; with ``exclude`` (one index
+    per row), uniform over the other ``high - 1`` indices of each row."""
+    if exclude is None:
+        return torch.randint(0, high, (count,), generator=generator).to(device)
+    drawn = torch.randint(0, high - 1, (count,), generator=generator).to(device)
+    return drawn + (drawn >= exclude).long()
 
 
 def top1_hit(embeddings: torch.Tensor, context: AttackContext, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -115,7 +130,8 @@ class BaseRankingAttack:
         eps, alpha, steps: L-inf budget, step size and number of signed steps (ERS setting: 8/255, 3/255, 32).
         input_range: valid pixel range of the images.
         robrank_compat: reproduce robrank's quirks where this attack has one (GTM target index, LTM keeping the
-            query among its positives, ES:D one step stale); the default is the corrected behaviour.
+            query among its positives, ES:D one step stale, CA+/QA+/TMA random targets that can be the attacked
+            image itself); the default is the corrected behaviour.
     """
 
     measurements: Tuple[str, ...] = ()
@@ -149,6 +165,12 @@ class BaseRankingAttack:
     def measure(self, embeddings: torch.Tensor, context: AttackContext) -> Dict[str, torch.Tensor]:
         """Per-trial values of each measurement for normalised embeddings (clean or adversarial)."""
         raise NotImplementedError
+
+    def random_targets(self, context: AttackContext, generator: Optional[torch.Generator]) -> torch.Tensor:
+        """One pool index per attacked image, uniform over the pool without the image's own entry (a trial whose
+        target is the image itself starts at the attack's goal); ``robrank_compat=True`` keeps it drawable."""
+        exclude = None if self.robrank_compat else context.pool_indices
+        return uniform_indices(len(context.clean), len(context.pool), generator, context.clean.device, exclude)
 
     # ----------------------------------------------------------------- driver
     def _validate(self, model: nn.Module, images: torch.Tensor, pool: RetrievalPool, pool_indices: torch.Tensor) -> None:

@@ -6,7 +6,7 @@ from typing import Dict, Optional
 
 import torch
 
-from .base_attack import AttackContext, BaseRankingAttack, exclude_self, pool_distances, uniform_indices
+from .base_attack import AttackContext, BaseRankingAttack, exclude_self, pool_distances
 
 __all__ = ["CandidateAttack", "DIRECTIONS", "TOP_FRACTION", "top_neighbours"]
 
@@ -30,7 +30,8 @@ def pick_one(candidates: torch.Tensor, generator: Optional[torch.Generator]) -> 
 class CandidateAttack(BaseRankingAttack):
     """Perturb each batch image, as a candidate, to move it up ("+") or down ("-") one query's ranking.
 
-    The query (W = 1) is uniform over the pool for CA+, uniform among the candidate's top-1% neighbours for CA-.
+    The query (W = 1) is uniform over the pool without the candidate itself for CA+ (``robrank_compat=True``: with
+    it), uniform among the candidate's top-1% neighbours for CA-.
     The loss is mean relu(d(c', q) - d(x, q)) over the pool (CA+; reversed for CA-). The measurement is the
     candidate's percentile rank for its query: the share of pool items strictly closer to the query (the pool
     keeps the query and the candidate's clean entry, as robrank).
@@ -44,9 +45,9 @@ class CandidateAttack(BaseRankingAttack):
         self.measurements = (f"CA{direction}",)
 
     def select(self, context: AttackContext, generator: Optional[torch.Generator]) -> None:
-        pool, batch = context.pool, len(context.clean)
+        pool = context.pool
         if self.direction == "+":
-            queries = uniform_indices(batch, len(pool), generator, context.clean.device)
+            queries = self.random_targets(context, generator)
         else:
             queries = pick_one(top_neighbours(pool_distances(context.clean, pool), context.pool_indices), generator)
         context.target_index = queries

@@ -6,7 +6,7 @@ from typing import Dict, Optional
 
 import torch
 
-from .base_attack import AttackContext, BaseRankingAttack, pool_distances, uniform_indices
+from .base_attack import AttackContext, BaseRankingAttack, pool_distances
 from .candidate_attack import DIRECTIONS, pick_one, top_neighbours
 
 __all__ = ["QueryAttack", "query_rank", "query_attack_loss"]
@@ -34,7 +34,8 @@ def query_attack_loss(embeddings: torch.Tensor, candidates: torch.Tensor, contex
 class QueryAttack(BaseRankingAttack):
     """Perturb each query so that one candidate rises to the top ("+") or sinks to the bottom ("-") of its list.
 
-    The candidate (M = 1) is uniform over the pool for QA+, uniform among the query's top-1% non-self neighbours
+    The candidate (M = 1) is uniform over the pool without the query itself for QA+ (``robrank_compat=True``: with
+    it), uniform among the query's top-1% non-self neighbours
     for QA-. The measurement is the candidate's percentile position in the query's ranking of the pool, which
     keeps the query's own clean entry (robrank's definition).
     """
@@ -48,8 +49,7 @@ class QueryAttack(BaseRankingAttack):
 
     def select(self, context: AttackContext, generator: Optional[torch.Generator]) -> None:
         if self.direction == "+":
-            context.target_index = uniform_indices(len(context.clean), len(context.pool), generator,
-                                                   context.clean.device)
+            context.target_index = self.random_targets(context, generator)
         else:
             neighbours = top_neighbours(pool_distances(context.clean, context.pool), context.pool_indices)
             context.target_index = pick_one(neighbours, generator)

@@ -6,13 +6,14 @@ from typing import Dict, Optional
 
 import torch
 
-from .base_attack import AttackContext, BaseRankingAttack, uniform_indices
+from .base_attack import AttackContext, BaseRankingAttack
 
 __all__ = ["TargetedMismatchAttack"]
 
 
 class TargetedMismatchAttack(BaseRankingAttack):
-    """Perturb each query so that its embedding matches a random pool embedding, in cosine similarity.
+    """Perturb each query so that its embedding matches a random pool embedding (not its own, unless
+    ``robrank_compat=True``), in cosine similarity.
 
     Loss: mean(1 - cos(f(q'), t)); measurement: cos(f(q'), t) (lower after the attack = more robust).
     """
@@ -20,7 +21,7 @@ class TargetedMismatchAttack(BaseRankingAttack):
     measurements = ("TMA",)
 
     def select(self, context: AttackContext, generator: Optional[torch.Generator]) -> None:
-        context.target_index = uniform_indices(len(context.clean), len(context.pool), generator, context.clean.device)
+        context.target_index = self.random_targets(context, generator)
 
     def _cosine(self, embeddings: torch.Tensor, context: AttackContext) -> torch.Tensor:
         return (embeddings * context.pool.embeddings[context.target_index]).sum(dim=1)

@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..attacks import AttackTrials, RetrievalPool, build_attacks
+from ..attacks import ATTACK_NAMES, AttackTrials, BaseRankingAttack, RetrievalPool, build_attacks
 from ..pgd import frozen_model
 from .benign import benign_metrics
 from .robustness_report import RobustnessReport
@@ -25,8 +25,8 @@ class RobustnessEvaluator:
 
     The pool is the clean, L2-normalised embeddings of the whole test set; every test image is attacked once per
     attack (as the query, or as the candidate for CA), batch by batch in data set order; targets are drawn from a
-    generator seeded from ``(seed, attack index)``, so each attack is reproducible on its own. Only batch x pool
-    distance blocks are built.
+    generator seeded from ``seed`` and the attack (:meth:`attack_seed`), so each attack draws the same targets
+    whichever other attacks are evaluated with it. Only batch x pool distance blocks are built.
 
     Args:
         eps, alpha, steps: PGD budget, step size and steps (ERS setting: 8/255, 3/255, 32; no random start).
@@ -34,7 +34,7 @@ class RobustnessEvaluator:
         batch_size: attacked images per batch (robrank: 112).
         seed: seed of the target selection.
         robrank_compat: reproduce robrank's GTM, LTM and ES:D quirks.
-        device: where the model and pool live (default: the model's device).
+        device: where the data and the pool go (default: the model's device); the model must already be there.
         input_range: valid pixel range.
         progress: show tqdm progress bars with a time estimate.
         benign: compute R@1/R@2/mAP/NMI (R@1 is needed for ARS).
@@ -67,6 +67,12 @@ class RobustnessEvaluator:
         self.eps, self.alpha, self.steps, self.batch_size, self.seed = eps, alpha, steps, batch_size, seed
         self.robrank_compat, self.device, self.input_range = robrank_compat, device, tuple(input_range)
         self.progress, self.benign, self.max_batches, self.use_faiss = progress, benign, max_batches, use_faiss
+
+    def attack_seed(self, attack: BaseRankingAttack) -> int:
+        """The seed of one attack's target selection, from ``seed`` and the attack's place in Table 2 (not its place
+        among the attacks selected), so that an attack draws the same targets whatever else is evaluated."""
+        position = ATTACK_NAMES.index(attack.measurements[0])
+        return int(np.random.SeedSequence([self.seed, position]).generate_state(1)[0])
 
     def _device(self, model: nn.Module) -> torch.device:
         if self.device is not None:
@@ -101,6 +107,10 @@ class RobustnessEvaluator:
         if len(dataset) < 2:
             raise ValueError(f"the data set needs at least 2 images, got {len(dataset)}")
         device = self._device(model)
+        parameter = next(model.parameters(), None)
+        if parameter is not None and parameter.device.type != device.type:
+            raise ValueError(f"the model is on {parameter.device} but device={self.device!r}: move it first, "
+                             "model.to(device)")
         started = time.perf_counter()
         pool = self.build_pool(model, dataset)
         benign = benign_metrics(pool.embeddings, pool.labels, use_faiss=self.use_faiss) if self.benign else {}
@@ -109,9 +119,8 @@ class RobustnessEvaluator:
         collected: Dict[str, List[AttackTrials]] = {}
         timings: Dict[str, float] = {}
         with tqdm(total=batches * len(self.attacks), desc="attacks", disable=not self.progress) as bar:
-            for attack_index, attack in enumerate(self.attacks):
-                seed = int(np.random.SeedSequence([self.seed, attack_index]).generate_state(1)[0])
-                generator = torch.Generator().manual_seed(seed)
+            for attack in self.attacks:
+                generator = torch.Generator().manual_seed(self.attack_seed(attack))
                 attack_started = time.perf_counter()
                 bar.set_postfix_str("/".join(attack.measurements))
                 for index, images, _ in self._batches(loader, device):

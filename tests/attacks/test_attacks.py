@@ -117,6 +117,27 @@ def test_minus_attacks_pick_targets_among_top_neighbours():
         assert all(t in row for t, row in zip(record.target_index.tolist(), top.tolist()))
 
 
+@pytest.mark.parametrize("make_attack", [lambda **k: CandidateAttack("+", **k), lambda **k: QueryAttack("+", **k),
+                                         lambda **k: TargetedMismatchAttack(**k)], ids=["CA+", "QA+", "TMA"])
+def test_random_targets_are_uniform_over_the_other_items_and_compat_keeps_self(make_attack):
+    from scipy.stats import chisquare
+
+    model, images, pool = toy(count=10)
+    indices = torch.arange(10)
+    for compat in (False, True):
+        attack, generator = make_attack(eps=0.0, robrank_compat=compat), torch.Generator().manual_seed(0)
+        targets = torch.cat([next(iter(attack(model, images, pool, indices, generator).values())).target_index
+                             for _ in range(200)])
+        offsets = (targets - indices.repeat(200)) % 10  # 0: the attacked image drew itself
+        counts = torch.bincount(offsets, minlength=10)
+        if compat:
+            assert 140 < counts[0] < 260  # 2000 draws, 1 in 10 of them itself
+            assert chisquare(counts.numpy()).pvalue > 1e-3
+        else:
+            assert counts[0] == 0
+            assert chisquare(counts[1:].numpy()).pvalue > 1e-3
+
+
 def test_gtt_and_gtm_targets():
     model, images, pool = toy()
     indices = torch.arange(24)
@@ -224,3 +245,5 @@ def test_bad_inputs_raise():
         CandidateAttack("up")
     with pytest.raises(ValueError, match="labels"):
         RetrievalPool(torch.rand(4, 2), torch.zeros(3))
+    with pytest.raises(ValueError, match="L2-normalised"):
+        RetrievalPool(torch.rand(4, 2) + 1, torch.zeros(4))

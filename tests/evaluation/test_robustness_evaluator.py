@@ -54,6 +54,9 @@ def test_seeded_reproducibility():
     first, second = evaluate(seed=3), evaluate(seed=3)
     assert first.raw == second.raw
     assert evaluate(seed=4).trials["CA+"].target_index.tolist() != first.trials["CA+"].target_index.tolist()
+    alone = evaluate(seed=3, attacks=["QA+"], benign=False)  # the same targets without the attacks before it
+    assert torch.equal(alone.trials["QA+"].target_index, first.trials["QA+"].target_index)
+    assert alone.raw["QA+"] == first.raw["QA+"]
 
 
 def test_eps_zero_gives_full_resistance():
@@ -72,6 +75,8 @@ def test_model_mode_restored_and_bad_arguments():
         RobustnessEvaluator(batch_size=0)
     with pytest.raises(ValueError, match="unknown attack"):
         RobustnessEvaluator(attacks=["CA"])
+    with pytest.raises(ValueError, match="model.to"):
+        RobustnessEvaluator(device="meta", progress=False).evaluate(model, toy_set())
 
 
 MEMORY_SCRIPT = """
@@ -101,3 +106,29 @@ def test_a_60000_image_pool_stays_within_a_few_gigabytes():
     peak_gib = float(completed.stdout.strip().splitlines()[-1])
     print(f"peak resident memory: {peak_gib:.2f} GiB")
     assert peak_gib < 3.0
+
+
+def test_efficacy_on_an_undefended_model_trained_on_digits():
+    import warnings
+
+    from pml_tride.datasets import Digits
+    from pml_tride.models import small_cnn_embedder
+    from pml_tride.recipes import train_embedder
+
+    torch.manual_seed(0)
+    model = small_cnn_embedder(embedding_dim=32, width=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train_embedder(model, Digits("train", image_size=16), defense="none", epochs=4, batch_size=100, lr=3e-3)
+    # 8x8 digits upsampled to 16x16 need a larger budget than natural images to be broken (the demo explains why)
+    eps = 32 / 255
+    report = RobustnessEvaluator(eps=eps, alpha=eps / 4, steps=16, max_batches=2, progress=False).evaluate(
+        model, Digits("test", image_size=16))
+    assert report.benign["R@1"] > 70  # the model retrieves unseen digits 5-9 before the attacks
+    before = {name: 100 * trials.before.mean().item() for name, trials in report.trials.items()}
+    assert before["CA+"] > 35 and before["QA+"] > 35 and before["CA-"] < 5 and before["QA-"] < 5
+    assert report.raw["CA+"] < 10 and report.raw["QA+"] < 10  # raised to the top
+    assert report.raw["CA-"] > 80 and report.raw["QA-"] > 80  # pushed to the bottom
+    assert report.raw["ES:R"] < 25 and report.raw["LTM"] < 25 and report.raw["GTT"] < 5
+    assert report.raw["ES:D"] > 1.0 and report.raw["TMA"] > 0.8
+    assert report.ers < 20 and report.ars < 20
