@@ -7,7 +7,7 @@ import os
 import sys
 import warnings
 from fractions import Fraction
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import torch
 
@@ -71,7 +71,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default="none",
                         help="resnet18 initialisation: 'imagenet' (download), a local file, or 'none'")
     parser.add_argument("--embedding-dim", type=int, default=None, help="default: 64 (small_cnn), 512 (resnet18)")
-    parser.add_argument("--image-size", type=int, default=None, help="default: 32 for digits, 224 otherwise")
+    parser.add_argument("--image-size", type=int, default=None, help="default: 16 for digits, 224 otherwise")
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=112)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -93,14 +93,16 @@ def run_train_command(args: argparse.Namespace) -> int:
     from .models import build_model, save_model
     from .recipes import train_embedder
 
+    dataset = build_dataset(args.dataset, root=args.data_root, split="train", image_size=args.image_size)
     model_name = args.model or ("small_cnn" if args.dataset == "digits" else "resnet18")
+    if model_name == "resnet18" and args.dataset == "digits":
+        raise ValueError("--model resnet18 needs colour images; the digits are grey: use --model small_cnn")
     kwargs = {"embedding_dim": args.embedding_dim or (64 if model_name == "small_cnn" else 512)}
     if model_name == "resnet18":
         kwargs["weights"] = None if args.weights == "none" else args.weights
     elif args.dataset != "digits":
         kwargs["in_channels"] = 3
     model = build_model(model_name, **kwargs)
-    dataset = build_dataset(args.dataset, root=args.data_root, split="train", image_size=args.image_size)
     os.makedirs(args.out, exist_ok=True)
     trainer, seconds = train_embedder(
         model, dataset, defense=args.defense, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -109,7 +111,7 @@ def run_train_command(args: argparse.Namespace) -> int:
         iterations_per_epoch=args.max_iters,
     )
     path = os.path.join(args.out, "model.pt")
-    save_model(model, path, defense=args.defense, dataset=args.dataset)
+    save_model(model, path, defense=args.defense, data={"dataset": args.dataset, "image_size": dataset.image_size})
     print(f"trained {args.defense} on {args.dataset} in {seconds:.0f} s; model: {path}; "
           f"evaluate with: pml-tride evaluate --checkpoint {path} --dataset {args.dataset}")
     return 0
@@ -123,7 +125,8 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-pickle", action="store_true", help="allow unpickling a whole module (runs code)")
     parser.add_argument("--dataset", choices=["digits", "cub", "cars", "sop"], default="digits")
     parser.add_argument("--data-root")
-    parser.add_argument("--image-size", type=int, default=None)
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="default: the size recorded in the checkpoint, else 16 for digits, 224 otherwise")
     parser.add_argument("--batch-size", type=int, default=112)
     parser.add_argument("--eps", type=pixel_value, default=8 / 255)
     parser.add_argument("--alpha", type=pixel_value, default=3 / 255)
@@ -143,13 +146,18 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
 
     device = _device(args.device)
     model = load_model(args.checkpoint, map_location=device, trust_pickle=args.trust_pickle)
-    dataset = build_dataset(args.dataset, root=args.data_root, split="test", image_size=args.image_size)
+    trained_size = getattr(model, "data_info", {}).get("image_size")
+    if args.image_size is not None and trained_size is not None and args.image_size != trained_size:
+        print(f"pml-tride evaluate: warning: --image-size {args.image_size}, but the model was trained on "
+              f"{trained_size}x{trained_size} images", file=sys.stderr)
+    image_size = args.image_size if args.image_size is not None else trained_size
+    dataset = build_dataset(args.dataset, root=args.data_root, split="test", image_size=image_size)
     attacks = "all" if args.attacks == "all" else [name.strip() for name in args.attacks.split(",")]
     evaluator = RobustnessEvaluator(eps=args.eps, alpha=args.alpha, steps=args.steps, attacks=attacks,
                                     batch_size=args.batch_size, seed=args.seed, robrank_compat=args.robrank_compat,
                                     device=device, max_batches=args.max_batches)
     report = evaluator.evaluate(model, dataset)
-    report.settings.update({"checkpoint": args.checkpoint, "dataset": args.dataset})
+    report.settings.update({"checkpoint": args.checkpoint, "dataset": args.dataset, "image_size": dataset.image_size})
     markdown = report.to_markdown(title=os.path.basename(args.checkpoint))
     print(markdown)
     report.to_json(args.out)
@@ -197,7 +205,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     warnings.filterwarnings("ignore", message=PML_PROGRESS_BAR_WARNING)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, ImportError) as error:
+    except (ValueError, OSError, ImportError) as error:  # OSError: missing files, failed downloads
         print(f"pml-tride {args.command}: error: {error}", file=sys.stderr)
         return 2
 

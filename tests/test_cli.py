@@ -36,15 +36,20 @@ def test_evaluate_a_saved_model(tmp_path, capsys):
     assert (tmp_path / "report.md").exists() and "CA+" in capsys.readouterr().out
 
 
-def test_train_then_evaluate_the_trainer_checkpoint(tmp_path):
+def test_train_then_evaluate_the_trainer_checkpoint(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--dataset", "digits", "--image-size", "8", "--epochs", "1", "--steps", "2",
                  "--batch-size", "50", "--max-iters", "2", "--out", str(out)]) == 0
     assert (out / "model.pt").exists() and (out / "epoch_1.pt").exists()
     report = tmp_path / "r.json"
-    assert main(["evaluate", "--checkpoint", str(out / "epoch_1.pt"), "--image-size", "8", "--steps", "1",
+    for checkpoint in ("epoch_1.pt", "model.pt"):  # both record the training image size; evaluate uses it
+        assert main(["evaluate", "--checkpoint", str(out / checkpoint), "--steps", "1", "--attacks", "GTT",
+                     "--max-batches", "1", "--out", str(report)]) == 0
+        written = json.loads(report.read_text())
+        assert "GTT" in written["raw"] and written["settings"]["image_size"] == 8
+    assert main(["evaluate", "--checkpoint", str(out / "model.pt"), "--image-size", "12", "--steps", "1",
                  "--attacks", "GTT", "--max-batches", "1", "--out", str(report)]) == 0
-    assert "GTT" in json.loads(report.read_text())["raw"]
+    assert "trained on 8x8" in capsys.readouterr().err
 
 
 def test_demo_quick(tmp_path):
@@ -62,3 +67,5 @@ def test_errors_are_reported_with_exit_code_2(tmp_path, capsys):
     assert "missing.pt" in capsys.readouterr().err
     assert main(["train", "--dataset", "cub", "--epochs", "1"]) == 2
     assert "root" in capsys.readouterr().err
+    assert main(["train", "--dataset", "digits", "--model", "resnet18", "--epochs", "1"]) == 2
+    assert "--model small_cnn" in capsys.readouterr().err

@@ -29,7 +29,7 @@ def resnet18_embedder(embedding_dim: int = 512, weights: Optional[str] = None,
         try:
             state = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
         except Exception as error:  # the download failed: no network, proxy, ...
-            raise RuntimeError(
+            raise ConnectionError(
                 "could not download torchvision's ImageNet ResNet-18 weights; download them elsewhere and pass the "
                 "file: weights='/path/to/resnet18-f37072fd.pth'"
             ) from error

@@ -25,7 +25,10 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
 
 
 def save_model(model: nn.Module, path: str, **extra: Any) -> None:
-    """Write ``{"pml_tride_checkpoint": 1, "model": {"name", "kwargs", "state_dict"}, **extra}``."""
+    """Write ``{"pml_tride_checkpoint": 1, "model": {"name", "kwargs", "state_dict"}, **extra}``.
+
+    An ``extra`` entry ``data={"dataset": name, "image_size": size}`` tells :func:`load_model` (and
+    ``pml-tride evaluate``) which images the model was trained on."""
     config = getattr(model, "config", None)
     if config is None:
         raise ValueError("save_model needs a model built by pml_tride.models (with a .config); use "
@@ -37,7 +40,10 @@ def save_model(model: nn.Module, path: str, **extra: Any) -> None:
 
 def load_model(path: str, map_location: Any = "cpu", trust_pickle: bool = False) -> nn.Module:
     """Load a model in eval mode from a pml-tride checkpoint (also a TrideTrainer checkpoint), a TorchScript
-    archive, or, with ``trust_pickle=True`` only, a ``torch.save``d module (unpickling runs arbitrary code)."""
+    archive, or, with ``trust_pickle=True`` only, a ``torch.save``d module (unpickling runs arbitrary code).
+
+    A model from a pml-tride checkpoint carries the checkpoint's ``data`` entry as ``model.data_info`` (empty
+    when it has none)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no model file at {path!r}")
     if zipfile.is_zipfile(path):
@@ -61,5 +67,11 @@ def load_model(path: str, map_location: Any = "cpu", trust_pickle: bool = False)
         raise ValueError(f"{path!r} holds no pml-tride model entry ({{'model': {{'name', 'kwargs', 'state_dict'}}}})")
     entry = state["model"]
     model = build_model(entry["name"], **entry["kwargs"])
-    model.load_state_dict(entry["state_dict"])
+    try:
+        model.load_state_dict(entry["state_dict"])
+    except RuntimeError as error:
+        raise ValueError(
+            f"{path!r}: the weights do not fit a {entry['name']} with {entry['kwargs']}: {error}"
+        ) from error
+    model.data_info = dict(state.get("data") or {})
     return model.to(map_location).eval()

@@ -202,6 +202,7 @@ class TrideTrainer(trainers.MetricLossOnly):
             "rng": _rng_state(),
             "sampler": _sampler_state(self.sampler),
             "history": self.history,
+            "data": {"image_size": getattr(self.dataset, "image_size", None)},
         }
         trunk = self.models["trunk"]
         config = getattr(trunk, "config", None)

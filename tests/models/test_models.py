@@ -33,8 +33,14 @@ def test_save_load_round_trips(tmp_path):
     model = small_cnn_embedder(embedding_dim=8, width=4).eval()
     images = torch.rand(2, 1, 8, 8)
     path = tmp_path / "model.pt"
-    save_model(model, str(path), note="x")
-    assert torch.allclose(load_model(str(path))(images), model(images))
+    save_model(model, str(path), data={"dataset": "digits", "image_size": 8})
+    loaded = load_model(str(path))
+    assert torch.allclose(loaded(images), model(images)) and loaded.data_info == {"dataset": "digits", "image_size": 8}
+    state = torch.load(path, weights_only=True)
+    state["model"]["kwargs"]["embedding_dim"] = 9
+    torch.save(state, path)
+    with pytest.raises(ValueError, match="do not fit a small_cnn"):
+        load_model(str(path))
     scripted = tmp_path / "scripted.pt"
     torch.jit.script(model).save(str(scripted))
     assert torch.allclose(load_model(str(scripted))(images), model(images))
@@ -72,6 +78,21 @@ def test_resnet18_embedder_with_local_weights(tmp_path):
     assert torch.equal(model.backbone.conv1.weight, state["conv1.weight"])
     with pytest.raises(FileNotFoundError):
         resnet18_embedder(weights=str(tmp_path / "missing.pth"))
+
+
+def test_failed_imagenet_download_says_how_to_pass_a_file(monkeypatch):
+    import importlib.util
+
+    if importlib.util.find_spec("torchvision") is None:
+        pytest.skip("torchvision is not installed (pip install 'pml-tride[vision]')")
+    from pml_tride.models import import_torchvision, resnet18_embedder
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(import_torchvision().models.ResNet18_Weights, "get_state_dict", offline)
+    with pytest.raises(ConnectionError, match="weights='/path/to/resnet18"):
+        resnet18_embedder(weights="imagenet")
 
 
 def test_import_torchvision_works_next_to_this_torch():
