@@ -7,6 +7,7 @@ from pytorch_metric_learning.utils.distributed import DistributedLossWrapper
 from torch import nn
 
 from pml_tride import CollapsenessReducer, TrideLoss
+from tiny_models import tiny_cnn
 
 # ---------------------------------------------------------------- brute-force re-derivations (plain loops)
 
@@ -45,17 +46,6 @@ class Identity(nn.Module):
 
     def forward(self, x):
         return x.flatten(1)
-
-
-def tiny_cnn(embedding_dim=8):
-    return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1),
-        nn.BatchNorm2d(4),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(2),
-        nn.Flatten(),
-        nn.Linear(16, embedding_dim),
-    )
 
 
 HAND_IMAGES = torch.tensor(

@@ -7,17 +7,7 @@ from pytorch_metric_learning import losses, miners, samplers
 from torch import nn
 
 from pml_tride import TrideLoss, TrideTrainer
-
-
-def tiny_cnn():
-    return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1),
-        nn.BatchNorm2d(4),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(2),
-        nn.Flatten(),
-        nn.Linear(16, 8),
-    )
+from tiny_models import tiny_cnn
 
 
 def dataset(count=48, classes=6):
