@@ -83,7 +83,7 @@ def train_embedder(
         sampler = samplers.MPerClassSampler(torch.as_tensor(labels), m=PAIRS_PER_CLASS, batch_size=batch_size,
                                             length_before_new_iter=len(dataset))
     trainer = TrideTrainer(
-        models={"trunk": model, "embedder": nn.Identity()},
+        models={"trunk": model},
         optimizers={"trunk_optimizer": torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)},
         batch_size=batch_size,
         loss_funcs={"metric_loss": defense_loss(defense, model, margin=margin, eps=eps, alpha=alpha, steps=steps,
