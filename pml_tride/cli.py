@@ -95,14 +95,16 @@ def run_train_command(args: argparse.Namespace) -> int:
 
     dataset = build_dataset(args.dataset, root=args.data_root, split="train", image_size=args.image_size)
     model_name = args.model or ("small_cnn" if args.dataset == "digits" else "resnet18")
-    if model_name == "resnet18" and args.dataset == "digits":
-        raise ValueError("--model resnet18 needs colour images; the digits are grey: use --model small_cnn")
     kwargs = {"embedding_dim": args.embedding_dim or (64 if model_name == "small_cnn" else 512)}
+    channels = dataset[0][0].shape[0]
     if model_name == "resnet18":
         kwargs["weights"] = None if args.weights == "none" else args.weights
-    elif args.dataset != "digits":
-        kwargs["in_channels"] = 3
+    else:
+        kwargs["in_channels"] = channels
     model = build_model(model_name, **kwargs)
+    if model.in_channels != channels:
+        raise ValueError(f"--model {model_name} takes {model.in_channels}-channel images but the {args.dataset} images "
+                         f"have {channels}: use --model small_cnn, which takes any number of channels")
     os.makedirs(args.out, exist_ok=True)
     trainer, seconds = train_embedder(
         model, dataset, defense=args.defense, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,

@@ -33,7 +33,8 @@ class RobustnessEvaluator:
         attacks: "all" or measurement names (see :data:`pml_tride.attacks.ATTACK_NAMES`).
         batch_size: attacked images per batch (robrank: 112).
         seed: seed of the target selection.
-        robrank_compat: reproduce robrank's GTM, LTM and ES:D quirks.
+        robrank_compat: reproduce robrank's quirks (GTM target, LTM positives, stale ES:D, self-targets of
+            CA+/QA+/TMA).
         device: where the data and the pool go (default: the model's device); the model must already be there.
         input_range: valid pixel range.
         progress: show tqdm progress bars with a time estimate.
@@ -74,11 +75,15 @@ class RobustnessEvaluator:
         position = ATTACK_NAMES.index(attack.measurements[0])
         return int(np.random.SeedSequence([self.seed, position]).generate_state(1)[0])
 
+    @staticmethod
+    def _model_device(model: nn.Module) -> Optional[torch.device]:
+        parameter = next(model.parameters(), None)
+        return None if parameter is None else parameter.device
+
     def _device(self, model: nn.Module) -> torch.device:
         if self.device is not None:
             return torch.device(self.device)
-        parameter = next(model.parameters(), None)
-        return parameter.device if parameter is not None else torch.device("cpu")
+        return self._model_device(model) or torch.device("cpu")
 
     def _loader(self, dataset: Dataset) -> DataLoader:
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=0)
@@ -107,9 +112,9 @@ class RobustnessEvaluator:
         if len(dataset) < 2:
             raise ValueError(f"the data set needs at least 2 images, got {len(dataset)}")
         device = self._device(model)
-        parameter = next(model.parameters(), None)
-        if parameter is not None and parameter.device.type != device.type:
-            raise ValueError(f"the model is on {parameter.device} but device={self.device!r}: move it first, "
+        model_device = self._model_device(model)
+        if model_device is not None and model_device.type != device.type:
+            raise ValueError(f"the model is on {model_device} but device={self.device!r}: move it first, "
                              "model.to(device)")
         started = time.perf_counter()
         pool = self.build_pool(model, dataset)

@@ -43,10 +43,15 @@ class Embedder(nn.Module):
         self.normalize_output = normalize_output
         self.config = None
 
+    @property
+    def in_channels(self) -> int:
+        """The number of image channels the model takes (one mean/std value each)."""
+        return self.mean.shape[1]
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if images.dim() != 4 or images.shape[1] != self.mean.shape[1]:
+        if images.dim() != 4 or images.shape[1] != self.in_channels:
             raise ValueError(
-                f"expected images of shape (B, {self.mean.shape[1]}, H, W) in [0, 1], got {list(images.shape)}"
+                f"expected images of shape (B, {self.in_channels}, H, W) in [0, 1], got {list(images.shape)}"
             )
         embeddings = self.head(self.backbone((images - self.mean) / self.std))
         return F.normalize(embeddings, dim=1) if self.normalize_output else embeddings
