@@ -61,10 +61,12 @@ def run_demo_command(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------------------------- train
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    from .datasets import DATASETS
     from .recipes import DEFENSES
 
-    parser.add_argument("--dataset", choices=["digits", "cub", "cars", "sop"], default="digits")
-    parser.add_argument("--data-root", help="folder of the data set's standard layout (not needed for digits)")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="digits")
+    parser.add_argument("--data-root", help="folder of the data set's standard layout; for image-folder, a folder "
+                        "with one sub-folder per class (not needed for digits)")
     parser.add_argument("--defense", choices=sorted(DEFENSES), default="ca-tride")
     parser.add_argument("--model", choices=["small_cnn", "resnet18"], default=None,
                         help="default: small_cnn for digits, resnet18 otherwise")
@@ -121,11 +123,13 @@ def run_train_command(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------------------------- evaluate
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    from .datasets import DATASETS
+
     parser.add_argument("--checkpoint", required=True,
                         help="a pml-tride model or trainer checkpoint, a TorchScript file, or (with --trust-pickle) "
                              "a torch.save'd module")
     parser.add_argument("--trust-pickle", action="store_true", help="allow unpickling a whole module (runs code)")
-    parser.add_argument("--dataset", choices=["digits", "cub", "cars", "sop"], default="digits")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="digits")
     parser.add_argument("--data-root")
     parser.add_argument("--image-size", type=int, default=None,
                         help="default: the size recorded in the checkpoint, else 16 for digits, 224 otherwise")
