@@ -63,12 +63,16 @@ def train_embedder(
     checkpoint_dir: Optional[str] = None,
     resume: Optional[str] = None,
     iterations_per_epoch: Optional[int] = None,
+    loss_overrides: Optional[Dict[str, Any]] = None,
+    miner_overrides: Optional[Dict[str, Any]] = None,
 ) -> Tuple[TrideTrainer, float]:
     """Train ``model`` on ``dataset`` with a named defense; returns the trainer and the training seconds.
 
     Adam (lr, weight decay), TrideMiner(margin, schedule), SPC-2 batches through PML's MPerClassSampler when the
     data set has at least batch_size / 2 classes (else shuffled batches), one checkpoint per epoch in
-    ``checkpoint_dir``, and ``resume`` from a checkpoint of the same run.
+    ``checkpoint_dir``, and ``resume`` from a checkpoint of the same run. ``loss_overrides`` and
+    ``miner_overrides`` pass further constructor arguments to the loss and the miner (e.g. ``perturb``,
+    ``progressive_alpha``; ``triplets_per_anchor``), for ablations of a named defense.
     """
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -87,8 +91,9 @@ def train_embedder(
         optimizers={"trunk_optimizer": torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)},
         batch_size=batch_size,
         loss_funcs={"metric_loss": defense_loss(defense, model, margin=margin, eps=eps, alpha=alpha, steps=steps,
-                                                lam=lam)},
-        mining_funcs={"tuple_miner": TrideMiner(margin=margin, schedule=miner_schedule, seed=seed)},
+                                                lam=lam, **(loss_overrides or {}))},
+        mining_funcs={"tuple_miner": TrideMiner(margin=margin, schedule=miner_schedule, seed=seed,
+                                                **(miner_overrides or {}))},
         dataset=dataset,
         sampler=sampler,
         iterations_per_epoch=iterations_per_epoch,
