@@ -874,7 +874,8 @@ def write_report(settings: StudySettings, out: str, report: str, runs: List[Dict
                      f"{run['machine']['torch']}), device {run['device']}, {run['workers']} worker(s), started "
                      f"{run['started']}, {run['jobs_run']} jobs in {run['wall_seconds'] / 60:.1f} min wall")
     total = sum(record["job_seconds"] for record in results.records.values())
-    lines += ["", f"{len(results.records)} jobs, {total / 60:.1f} job-minutes in all (the sum of their wall times).", ""]
+    lines += ["", f"{len(results.records)} jobs, {total / 60:.1f} job-minutes in all (the sum of their wall times).",
+              ""]
     if missing or unavailable or failures:
         lines += ["## Missing", ""]
         lines += [f"- not available in this build (no such defense or option): {', '.join(unavailable)}"] \
@@ -922,6 +923,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=int, default=None, help="default: 16 for digits, 32 for image-folder")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default 10; quick 2)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 0 1 2 (quick: 0 1)")
+    parser.add_argument("--eval-steps", type=int, default=None, help="attack steps (default 32; quick 4)")
+    parser.add_argument("--max-batches", type=int, default=None,
+                        help="attacked query batches of 112 (default 2; quick 1; 0: every test image)")
     parser.add_argument("--models", nargs="+", choices=[spec.label for spec in ZOO], default=None,
                         help="only these zoo models (default: all 16; quick: NT and CA-TRIDE)")
     parser.add_argument("--studies", nargs="+", choices=list(StudySettings.studies), default=None,
@@ -944,6 +948,10 @@ def settings_from(args: argparse.Namespace) -> StudySettings:
         settings = replace(settings, epochs=args.epochs)
     if args.seeds is not None:
         settings = replace(settings, seeds=tuple(args.seeds))
+    if args.eval_steps is not None:
+        settings = replace(settings, eval_steps=args.eval_steps)
+    if args.max_batches is not None:
+        settings = replace(settings, max_batches=args.max_batches or None)
     if args.models is not None:
         settings = replace(settings, zoo=tuple(args.models))
     if args.studies is not None:

@@ -137,3 +137,16 @@ def test_plan_deduplicates_shared_jobs(reproduce):
     keys = [job.key for job in jobs]
     assert len(keys) == len(set(keys)) == 1 + 2 * 6 - 1  # the zoo's CA-TRIDE is also the sweep's eps 16 short cell
     assert "ca-tride__eps16__ep8__seed0" in keys and "naive-tride__eps32__ep32__seed0" in keys
+
+
+def test_quick_study_on_an_image_folder(image_folder_tree, tmp_path):
+    root = image_folder_tree(tmp_path / "pets", images_per_class=3)
+    report = tmp_path / "results.md"
+    result = run_script("--quick", "--dataset", "image-folder", "--data-root", str(root), "--image-size", "8",
+                        "--models", "NT", "--seeds", "0", "--out", str(tmp_path / "json"), "--report", str(report),
+                        cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((tmp_path / "json" / "none__eps16__ep2__seed0.json").read_text())
+    assert record["settings"]["dataset"] == "image-folder" and record["settings"]["image_size"] == 8
+    assert record["chance_r1"] == pytest.approx(100 * 2 * (4 * 3) / (8 * 7))  # dog and emu: 4 images each
+    assert "image-folder 8x8" in report.read_text()

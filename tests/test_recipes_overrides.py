@@ -1,0 +1,17 @@
+import torch
+
+from pml_tride.datasets import Digits
+from pml_tride.recipes import train_embedder
+from tiny_models import tiny_cnn
+
+
+def test_train_embedder_passes_loss_and_miner_overrides():
+    dataset = Digits("train", image_size=8)
+    model = tiny_cnn()
+    trainer, _ = train_embedder(model, dataset, defense="ca-tride", epochs=1, batch_size=20, steps=1,
+                                iterations_per_epoch=1, device=torch.device("cpu"),
+                                loss_overrides={"perturb": "per_triplet", "progressive_alpha": False},
+                                miner_overrides={"triplets_per_anchor": 2})
+    loss, miner = trainer.loss_funcs["metric_loss"], trainer.mining_funcs["tuple_miner"]
+    assert loss.perturb == "per_triplet" and loss.progressive_alpha is False and miner.triplets_per_anchor == 2
+    assert loss.epoch == 0 and loss.current_alpha == loss.alpha  # progressive alpha off: the full step at epoch 0
