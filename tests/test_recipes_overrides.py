@@ -1,8 +1,8 @@
 import torch
+from tiny_models import tiny_cnn
 
 from pml_tride.datasets import Digits
 from pml_tride.recipes import train_embedder
-from tiny_models import tiny_cnn
 
 
 def test_train_embedder_passes_loss_and_miner_overrides():
