@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import io
 import json
 import logging
@@ -44,9 +45,11 @@ from tqdm.auto import tqdm
 
 from pml_tride.datasets import DEFAULT_IMAGE_SIZES, build_dataset
 from pml_tride.evaluation import ARS_ATTACKS, ERS_ATTACKS, RobustnessEvaluator
+from pml_tride.miners import TrideMiner
 from pml_tride.models import small_cnn_embedder
 from pml_tride.optional_imports import has_pyplot, import_pyplot
 from pml_tride.recipes import DEFENSES, train_embedder
+from pml_tride.samplers import ClassPairSampler
 
 PIXEL_LEVELS = 255
 # ----------------------------------------------------------------------------------------------- verdict rules
@@ -134,14 +137,11 @@ HISTORY_DIGITS = 6
 
 
 def spc2_miner_overrides() -> Optional[Tuple[Tuple[str, Any], ...]]:
-    """The miner arguments of SPC-2 anchors (the paper's 56 triplets per 112 images): those of the reference
-    recipe apart from its band schedule; None when this build's recipes have no such arguments."""
-    spec = DEFENSES.get("ca-tride-reference")
-    miner_kwargs = getattr(spec, "miner_kwargs", None)
-    if not miner_kwargs:
+    """The miner argument of SPC-2 anchors (the paper's 56 triplets per 112 images); None when this build's
+    TrideMiner has no ``anchors`` argument."""
+    if "anchors" not in inspect.signature(TrideMiner).parameters:
         return None
-    chosen = tuple((key, value) for key, value in sorted(miner_kwargs.items()) if key != "schedule")
-    return chosen or None
+    return (("anchors", "spc2"),)
 
 
 def defaults_configurations() -> List[Tuple[str, Optional[ModelSpec]]]:
@@ -184,8 +184,9 @@ class StudySettings:
         queries = "every test image" if self.max_batches is None else \
             f"the first {self.max_batches * self.batch_size} test images (max_batches={self.max_batches})"
         return (f"{self.dataset} {self.image_size}x{self.image_size}, small CNN ({self.embedding_dim}-d, width "
-                f"{self.width}), {self.epochs} epochs (x{self.long_factor} for the long sweep cells), batch "
-                f"{self.batch_size}, Adam lr {self.lr}, seeds {list(self.seeds)}; training PGD eps "
+                f"{self.width}), {self.epochs} epochs (x{self.long_factor} for the long sweep cells), SPC-2 batches "
+                f"of {self.batch_size} (same-class pairs, ClassPairSampler), Adam lr {self.lr}, seeds "
+                f"{list(self.seeds)}; training PGD eps "
                 f"{_pixels(self.eps)}, alpha = eps x {self.train_alpha_ratio:g} (progressive where the defense uses "
                 f"it), steps = each loss class's default (TrideLoss 16, EST/ACT/HM 32); evaluation: all ten attacks "
                 f"at the training eps, alpha = eps x {self.eval_alpha_ratio:g}, {self.eval_steps} steps, on "
@@ -304,6 +305,7 @@ def run_job(job: Job, settings: StudySettings, device: str, out: str) -> Dict[st
             lr=settings.lr, eps=job.eps, alpha=job.eps * settings.train_alpha_ratio, seed=job.seed,
             device=torch.device(device), loss_overrides=dict(job.model.loss_overrides) or None,
             miner_overrides=dict(job.model.miner_overrides) or None,
+            sampler=ClassPairSampler(train_set.labels, seed=job.seed),
         )
     evaluator = RobustnessEvaluator(eps=job.eps, alpha=job.eps * settings.eval_alpha_ratio, steps=settings.eval_steps,
                                     seed=job.seed, device=device, progress=False, max_batches=settings.max_batches)
@@ -331,6 +333,10 @@ def run_job(job: Job, settings: StudySettings, device: str, out: str) -> Dict[st
 def _rounded(value: Any) -> Any:
     """Floats to HISTORY_DIGITS significant digits (keeps the JSON files small)."""
     return float(f"{value:.{HISTORY_DIGITS}g}") if isinstance(value, float) else value
+
+
+def _number(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
 
 
 def run_job_safely(job: Job, settings: StudySettings, device: str, out: str) -> Tuple[str, Any]:
@@ -363,13 +369,15 @@ def run_jobs(jobs: List[Job], settings: StudySettings, device: str, out: str, wo
         remaining = sum(costs.values()) - done_cost
         left = max(0.0, elapsed / done_cost * remaining) if done_cost else float("nan")
         if status == "ok":
-            summary = (f"R@1 {result['benign']['R@1']:.1f} ERS {result['ers']:.1f} ARS {result['ars']:.1f}, train "
-                       f"{result['train_seconds']:.0f} s, job {result['job_seconds']:.0f} s")
+            summary = (f"R@1 {_number(result['benign']['R@1'])} ERS {_number(result['ers'])} ARS "
+                       f"{_number(result['ars'])}, train {result['train_seconds']:.0f} s, job "
+                       f"{result['job_seconds']:.0f} s")
         else:
             failures[job.key] = result
             summary = "FAILED: " + result.strip().splitlines()[-1]
         tqdm.write(f"[{count}/{len(jobs)}] {job.key}: {summary}; elapsed {elapsed / 60:.1f} min, about "
                    f"{left / 60:.1f} min left")
+        sys.stdout.flush()  # one line per job also when the output goes to a file
 
     def budget_left() -> bool:
         return time_budget is None or time.monotonic() - started < time_budget
@@ -573,8 +581,9 @@ def collapse_line(results: Results, spec: ModelSpec) -> str:
     if not records:
         return f"{spec.label}: missing"
     return (f"{spec.label}: R@1 {results.metric(spec, r1)} (chance {records[0]['chance_r1']:.1f}), separability "
-            f"{results.metric(spec, lambda r: last_epoch(r, 'separability'))}, mean distance last/first epoch "
-            f"{results.metric(spec, shrink_ratio)}, collapsed in {sum(map(collapsed, records))}/{len(records)} seeds")
+            f"{_fmt3(results.metric(spec, lambda r: last_epoch(r, 'separability')))}, mean distance last/first epoch "
+            f"{_fmt3(results.metric(spec, shrink_ratio))}, collapsed in {sum(map(collapsed, records))}/{len(records)} "
+            "seeds")
 
 
 def verdicts(results: Results) -> List[Tuple[str, List[Check]]]:
@@ -597,18 +606,19 @@ def verdicts(results: Results) -> List[Tuple[str, List[Check]]]:
                     f"(a) {collapse_line(results, hard)}; {collapse_line(results, CA_PROGRESSIVE_OFF)}")]
     states = {spec.label: results.is_collapsed(spec) for spec in ZOO}
     groups = {flag: [label for label, state in states.items() if state is flag] for flag in (True, False)}
-    if groups[True] and groups[False]:
-        for name, getter in (("C", lambda r: last_epoch(r, "collapseness_clean")), ("H", final_hardness)):
-            values = {label: results.metric(BY_LABEL[label], getter).mean for label in groups[True] + groups[False]}
-            low = min(values[label] for label in groups[True])
-            high = max(values[label] for label in groups[False])
-            separates = low > high
-            text = (f"(b) last-epoch {name}: collapsed models >= {low:.3f}, uncollapsed <= {high:.3f}: "
-                    f"{'separates' if separates else 'does not separate'} them")
-            checks.append(Check(separates if name == "C" else not separates, text))
-    else:
-        checks.append(Check(None, "(b) not testable: the zoo has no collapsed model" if not groups[True]
-                            else "(b) not testable: every zoo model collapsed"))
+    for name, getter in (("C", lambda r: last_epoch(r, "collapseness_clean")), ("H", final_hardness)):
+        values = {flag: [results.metric(BY_LABEL[label], getter).mean for label in labels]
+                  for flag, labels in groups.items()}
+        values = {flag: [value for value in group if math.isfinite(value)] for flag, group in values.items()}
+        if not values[True] or not values[False]:
+            checks.append(Check(None, f"(b) {name} not testable: the zoo has no {'' if values[False] else 'un'}"
+                                "collapsed model with this statistic"))
+            continue
+        low, high = min(values[True]), max(values[False])
+        separates = low > high
+        text = (f"(b) last-epoch {name}: collapsed models >= {low:.3f}, uncollapsed <= {high:.3f}: "
+                f"{'separates' if separates else 'does not separate'} them")
+        checks.append(Check(separates if name == "C" else not separates, text))
     claims.append(("C tracks collapse where H does not", checks))
 
     checks = []

@@ -12,10 +12,11 @@ import numpy as np
 import torch
 from pytorch_metric_learning import samplers
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from .losses import TrideLoss
 from .miners import TrideMiner
+from .samplers import ClassPairSampler
 from .trainers import TrideTrainer
 
 __all__ = ["DEFENSES", "defense_loss", "train_embedder", "PAIRS_PER_CLASS"]
@@ -34,6 +35,7 @@ DEFENSES: Dict[str, Dict[str, Any]] = {
 }
 # SPC-2 batches (two images per class), as the paper, when the data set has enough classes.
 PAIRS_PER_CLASS = 2
+SPC2_ANCHORS = "spc2"  # TrideMiner(anchors="spc2"): one triplet per same-class pair, needs SPC-2 batches
 
 
 def defense_loss(defense: str, model: nn.Module, **kwargs: Any) -> TrideLoss:
@@ -65,6 +67,7 @@ def train_embedder(
     iterations_per_epoch: Optional[int] = None,
     loss_overrides: Optional[Dict[str, Any]] = None,
     miner_overrides: Optional[Dict[str, Any]] = None,
+    sampler: Optional[Sampler] = None,
 ) -> Tuple[TrideTrainer, float]:
     """Train ``model`` on ``dataset`` with a named defense; returns the trainer and the training seconds.
 
@@ -72,7 +75,9 @@ def train_embedder(
     data set has at least batch_size / 2 classes (else shuffled batches), one checkpoint per epoch in
     ``checkpoint_dir``, and ``resume`` from a checkpoint of the same run. ``loss_overrides`` and
     ``miner_overrides`` pass further constructor arguments to the loss and the miner (e.g. ``perturb``,
-    ``progressive_alpha``; ``triplets_per_anchor``), for ablations of a named defense.
+    ``progressive_alpha``; ``triplets_per_anchor``), for ablations of a named defense. ``sampler`` replaces the
+    automatic choice; without enough classes for MPerClassSampler, a miner with SPC-2 anchors gets SPC-2 batches
+    from :class:`~pml_tride.samplers.ClassPairSampler`.
     """
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -82,18 +87,19 @@ def train_embedder(
     if labels is None:
         raise ValueError("the data set needs a 'labels' attribute (one label per item)")
     classes = len(torch.unique(torch.as_tensor(labels)))
-    sampler = None
-    if classes * PAIRS_PER_CLASS >= batch_size and batch_size % PAIRS_PER_CLASS == 0:
+    miner = TrideMiner(margin=margin, schedule=miner_schedule, seed=seed, **(miner_overrides or {}))
+    if sampler is None and classes * PAIRS_PER_CLASS >= batch_size and batch_size % PAIRS_PER_CLASS == 0:
         sampler = samplers.MPerClassSampler(torch.as_tensor(labels), m=PAIRS_PER_CLASS, batch_size=batch_size,
                                             length_before_new_iter=len(dataset))
+    elif sampler is None and getattr(miner, "anchors", None) == SPC2_ANCHORS:
+        sampler = ClassPairSampler(labels, seed=seed)
     trainer = TrideTrainer(
         models={"trunk": model},
         optimizers={"trunk_optimizer": torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)},
         batch_size=batch_size,
         loss_funcs={"metric_loss": defense_loss(defense, model, margin=margin, eps=eps, alpha=alpha, steps=steps,
                                                 lam=lam, **(loss_overrides or {}))},
-        mining_funcs={"tuple_miner": TrideMiner(margin=margin, schedule=miner_schedule, seed=seed,
-                                                **(miner_overrides or {}))},
+        mining_funcs={"tuple_miner": miner},
         dataset=dataset,
         sampler=sampler,
         iterations_per_epoch=iterations_per_epoch,

@@ -3,6 +3,7 @@ from tiny_models import tiny_cnn
 
 from pml_tride.datasets import Digits
 from pml_tride.recipes import train_embedder
+from pml_tride.samplers import ClassPairSampler
 
 
 def test_train_embedder_passes_loss_and_miner_overrides():
@@ -15,3 +16,11 @@ def test_train_embedder_passes_loss_and_miner_overrides():
     loss, miner = trainer.loss_funcs["metric_loss"], trainer.mining_funcs["tuple_miner"]
     assert loss.perturb == "per_triplet" and loss.progressive_alpha is False and miner.triplets_per_anchor == 2
     assert loss.epoch == 0 and loss.current_alpha == loss.alpha  # progressive alpha off: the full step at epoch 0
+
+
+def test_train_embedder_takes_a_sampler():
+    dataset = Digits("train", image_size=8)
+    sampler = ClassPairSampler(dataset.labels, seed=1)
+    trainer, _ = train_embedder(tiny_cnn(), dataset, defense="none", epochs=1, batch_size=20, iterations_per_epoch=2,
+                                sampler=sampler, device=torch.device("cpu"))
+    assert trainer.sampler is sampler and len(trainer.history) == 2
