@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from pml_tride.cli import pixel_value
 from pml_tride.datasets import DEFAULT_IMAGE_SIZES, build_dataset
 from pml_tride.evaluation import ARS_ATTACKS, ERS_ATTACKS, RobustnessEvaluator
 from pml_tride.miners import TrideMiner
@@ -940,6 +941,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="only these zoo models (default: all 16; quick: NT and CA-TRIDE)")
     parser.add_argument("--studies", nargs="+", choices=list(StudySettings.studies), default=None,
                         help="default: zoo claims defaults sweep (quick: zoo)")
+    parser.add_argument("--sweep-eps", type=pixel_value, nargs="+", default=None,
+                        help="eps values of the sweep (default 8/255 16/255 32/255)")
     parser.add_argument("--workers", type=int, default=1, help="parallel jobs, one thread each")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=None, help="JSON folder (default benchmarks/results/<quick|full>)")
@@ -964,6 +967,8 @@ def settings_from(args: argparse.Namespace) -> StudySettings:
         settings = replace(settings, max_batches=args.max_batches or None)
     if args.models is not None:
         settings = replace(settings, zoo=tuple(args.models))
+    if args.sweep_eps is not None:
+        settings = replace(settings, sweep_eps=tuple(args.sweep_eps))
     if args.studies is not None:
         settings = replace(settings, studies=tuple(args.studies))
     return settings

@@ -150,3 +150,15 @@ def test_quick_study_on_an_image_folder(image_folder_tree, tmp_path):
     assert record["settings"]["dataset"] == "image-folder" and record["settings"]["image_size"] == 8
     assert record["chance_r1"] == pytest.approx(100 * 2 * (4 * 3) / (8 * 7))  # dog and emu: 4 images each
     assert "image-folder 8x8" in report.read_text()
+
+
+def test_command_line_settings(reproduce):
+    args = reproduce.build_parser().parse_args(["--quick", "--epochs", "3", "--seeds", "4", "5", "--eval-steps", "2",
+                                                "--max-batches", "0", "--sweep-eps", "8/255", "--studies", "sweep"])
+    settings = reproduce.settings_from(args)
+    assert (settings.epochs, settings.seeds, settings.eval_steps, settings.max_batches) == (3, (4, 5), 2, None)
+    assert settings.sweep_eps == (8 / 255,) and settings.studies == ("sweep",) and settings.quick
+    jobs, _ = reproduce.plan(settings)
+    assert sorted(job.key for job in jobs if job.seed == 4) == [
+        "ca-tride__eps8__ep12__seed4", "ca-tride__eps8__ep3__seed4", "naive-tride__eps8__ep12__seed4",
+        "naive-tride__eps8__ep3__seed4"]
