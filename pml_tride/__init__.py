@@ -9,7 +9,7 @@ from .collapseness import (
     separability,
     weighted_distance,
 )
-from .losses import AdversarialTripletLoss, TrideLoss
+from .losses import ACTLoss, AdversarialTripletLoss, ESTLoss, HMLoss, TrideLoss
 from .miners import TrideMiner
 from .pgd import PGDResult, projected_gradient_descent
 from .reducers import CollapsenessReducer

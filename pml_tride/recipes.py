@@ -1,4 +1,4 @@
-"""Ready-made training recipes: a defense by name, trained with TrideMiner, TrideLoss and TrideTrainer.
+"""Ready-made training recipes: a defense by name, trained with TrideMiner, its loss and TrideTrainer.
 
 Used by ``pml-tride train`` and ``pml-tride demo``; ``examples/cub_resnet18.py`` spells the same steps out.
 """
@@ -6,7 +6,9 @@ Used by ``pml-tride train`` and ``pml-tride demo``; ``examples/cub_resnet18.py``
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, Optional, Tuple
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -14,33 +16,72 @@ from pytorch_metric_learning import samplers
 from torch import nn
 from torch.utils.data import Dataset
 
-from .losses import TrideLoss
+from . import losses
+from .losses import AdversarialTripletLoss
 from .miners import TrideMiner
 from .trainers import TrideTrainer
 
-__all__ = ["DEFENSES", "defense_loss", "train_embedder", "PAIRS_PER_CLASS"]
+__all__ = ["DefenseSpec", "DEFENSES", "defense_loss", "defense_miner", "train_embedder", "PAIRS_PER_CLASS"]
 
-# Defense name -> TrideLoss arguments. "none" is the plain triplet loss: TrideLoss without an attack, which
-# records the same collapse diagnostics.
-DEFENSES: Dict[str, Dict[str, Any]] = {
-    "none": {"steps": 0, "top_rank": False},
-    "ca-tride": {"phase": "tride"},
-    "ca-cap": {"phase": "cap"},
-    "ca-anp": {"phase": "anp"},
-    "ca-tride-no-tpr": {"phase": "tride", "top_rank": False},
-    "hardness-tride": {"phase": "tride", "awareness": "hardness"},
-    "naive-tride": {"phase": "tride", "awareness": "none"},
-    "ca-tride-reference": {"phase": "tride", "variant": "reference"},
-}
+
+@dataclass(frozen=True)
+class DefenseSpec:
+    """A defense: the loss class (its name in :mod:`pml_tride.losses`) and the arguments that define the
+    defense, for the loss and for the :class:`~pml_tride.TrideMiner` (both read-only)."""
+
+    loss: str
+    loss_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    miner_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(getattr(losses, self.loss, None), type):
+            raise ValueError(f"DefenseSpec.loss must name a loss class in pml_tride.losses, got {self.loss!r}")
+        object.__setattr__(self, "loss_kwargs", MappingProxyType(dict(self.loss_kwargs)))
+        object.__setattr__(self, "miner_kwargs", MappingProxyType(dict(self.miner_kwargs)))
+
+
+# "none" is the plain triplet loss: TrideLoss without an attack, which records the same collapse diagnostics.
+# The baselines (est, act, hm) and naive-at use their classes' defaults: robrank's settings (32 steps, constant
+# step size) and, for hm, the paper's configuration (LGA, ET, ICS 0.5). naive-at is the collapse-unaware
+# adversary perturbing A, P and N jointly for all steps and training on (A', P', N'): HMLoss maximising hardness.
+DEFENSES: Mapping[str, DefenseSpec] = MappingProxyType({
+    "none": DefenseSpec("TrideLoss", {"steps": 0, "top_rank": False}),
+    "ca-tride": DefenseSpec("TrideLoss", {"phase": "tride"}),
+    "ca-cap": DefenseSpec("TrideLoss", {"phase": "cap"}),
+    "ca-anp": DefenseSpec("TrideLoss", {"phase": "anp"}),
+    "ca-tride-no-tpr": DefenseSpec("TrideLoss", {"phase": "tride", "top_rank": False}),
+    "hardness-tride": DefenseSpec("TrideLoss", {"phase": "tride", "awareness": "hardness"}),
+    "naive-tride": DefenseSpec("TrideLoss", {"phase": "tride", "awareness": "none"}),
+    "ca-tride-reference": DefenseSpec("TrideLoss", {"phase": "tride", "variant": "reference"}),
+    "naive-at": DefenseSpec("HMLoss", {"destination": "unbounded", "ics_weight": 0.0}),
+    "est": DefenseSpec("ESTLoss"),
+    "act": DefenseSpec("ACTLoss"),
+    "hm": DefenseSpec("HMLoss"),
+})
 # SPC-2 batches (two images per class), as the paper, when the data set has enough classes.
 PAIRS_PER_CLASS = 2
 
 
-def defense_loss(defense: str, model: nn.Module, **kwargs: Any) -> TrideLoss:
-    """The TrideLoss of a named defense; ``kwargs`` (margin, eps, alpha, steps, lam, ...) override defaults."""
+def _spec(defense: str) -> DefenseSpec:
     if defense not in DEFENSES:
         raise ValueError(f"unknown defense {defense!r}; valid: {sorted(DEFENSES)}")
-    return TrideLoss(model, **{**kwargs, **DEFENSES[defense]})
+    return DEFENSES[defense]
+
+
+def defense_loss(defense: str, model: nn.Module, **overrides: Any) -> AdversarialTripletLoss:
+    """The loss of a named defense. ``overrides`` (margin, eps, alpha, steps, lam, ...) set the loss arguments
+    the defense does not fix; the defense's own ``loss_kwargs`` (e.g. ``steps=0`` for "none") take precedence."""
+    spec = _spec(defense)
+    loss_class = getattr(losses, spec.loss)
+    try:
+        return loss_class(model, **{**overrides, **spec.loss_kwargs})
+    except TypeError as error:
+        raise ValueError(f"defense {defense!r} ({spec.loss}) does not take these arguments: {error}") from error
+
+
+def defense_miner(defense: str, **overrides: Any) -> TrideMiner:
+    """The TrideMiner of a named defense; ``overrides`` (margin, schedule, seed) set what the defense leaves open."""
+    return TrideMiner(**{**overrides, **_spec(defense).miner_kwargs})
 
 
 def train_embedder(
@@ -55,8 +96,8 @@ def train_embedder(
     margin: float = 0.2,
     eps: float = 8 / 255,
     alpha: float = 1 / 255,
-    steps: int = 16,
-    lam: float = 10.0,
+    steps: Optional[int] = None,
+    lam: Optional[float] = None,
     miner_schedule: str = "paper",
     seed: int = 0,
     device: Optional[torch.device] = None,
@@ -68,8 +109,11 @@ def train_embedder(
 
     Adam (lr, weight decay), TrideMiner(margin, schedule), SPC-2 batches through PML's MPerClassSampler when the
     data set has at least batch_size / 2 classes (else shuffled batches), one checkpoint per epoch in
-    ``checkpoint_dir``, and ``resume`` from a checkpoint of the same run.
+    ``checkpoint_dir``, and ``resume`` from a checkpoint of the same run. ``steps`` and ``lam`` are passed to the
+    loss only when given (None: the loss class's default, e.g. 16 steps for TrideLoss, 32 for the baselines).
     """
+    optional = {name: value for name, value in (("steps", steps), ("lam", lam)) if value is not None}
+    loss = defense_loss(defense, model, margin=margin, eps=eps, alpha=alpha, **optional)
     torch.manual_seed(seed)
     np.random.seed(seed)
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -86,9 +130,8 @@ def train_embedder(
         models={"trunk": model},
         optimizers={"trunk_optimizer": torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)},
         batch_size=batch_size,
-        loss_funcs={"metric_loss": defense_loss(defense, model, margin=margin, eps=eps, alpha=alpha, steps=steps,
-                                                lam=lam)},
-        mining_funcs={"tuple_miner": TrideMiner(margin=margin, schedule=miner_schedule, seed=seed)},
+        loss_funcs={"metric_loss": loss},
+        mining_funcs={"tuple_miner": defense_miner(defense, margin=margin, schedule=miner_schedule, seed=seed)},
         dataset=dataset,
         sampler=sampler,
         iterations_per_epoch=iterations_per_epoch,
