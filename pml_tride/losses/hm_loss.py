@@ -133,7 +133,8 @@ class HMLoss(AdversarialTripletLoss):
         self.previous_loss = float(initial_previous_loss)
         self._labels: Optional[torch.Tensor] = None
         self.add_to_recordable_attributes(list_of_names=["ics_weight"], is_stat=False)
-        self.register_stats(diagnostic_stat_names(ROLES) + ["hardness_destination"])
+        destination_stats = [] if destination == "unbounded" else ["hardness_destination"]
+        self.register_stats(diagnostic_stat_names(ROLES) + destination_stats)
 
     def _sub_loss_names(self):
         return ["loss", "ics_loss"] if self.ics_weight > 0 else ["loss"]

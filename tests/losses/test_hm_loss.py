@@ -143,6 +143,7 @@ def test_unbounded_destination_is_the_naive_adversary():
     assert loss.pgd_steps == taken == STEPS  # no stop
     assert loss.hardness_adv > loss.hardness_clean
     assert loss.sub_loss_names() == ["loss"]
+    assert not hasattr(loss, "hardness_destination")  # no destination: no statistic that would read as D = 0
 
 
 class FixedMiner(BaseMiner):
