@@ -26,6 +26,9 @@ TRACKED_STATS = (
     "pgd_steps",
     "num_perturbed",
     "max_perturbation",
+    "pgd_forward_images",
+    "pgd_backward_images",
+    "assist_steps",
 )
 
 
