@@ -318,17 +318,19 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
         self._count_passes(len(images), 0)
         return embeddings
 
-    def check_attack_memory(self, images: torch.Tensor) -> None:
-        """Refuse, before the engine allocates its copies, an attack whose images cannot fit in memory."""
-        needed = pgd.attack_memory_bytes(tuple(images.shape), images.dtype)
-        available = pgd.available_memory(images.device)
+    def check_attack_memory(self, num_images: int, batch: torch.Tensor) -> None:
+        """Refuse an attack on ``num_images`` images shaped like the rows of ``batch`` whose copies cannot fit in
+        memory, before anything is allocated for it."""
+        needed = pgd.attack_memory_bytes((num_images, *batch.shape[1:]), batch.dtype)
+        available = pgd.available_memory(batch.device)
         if needed > available:
             triplets = "" if self._num_triplets is None else f"{self._num_triplets} triplets, "
             raise MemoryError(
-                f"{type(self).__name__}(perturb={self.perturb!r}) would attack {len(images)} images ({triplets}"
-                f"{self.perturb} perturbation): the attack needs about {needed / 2**30:.2f} GiB for "
-                f"{pgd.ENGINE_IMAGE_COPIES} copies of them but only {available / 2**30:.2f} GiB is available on "
-                f"{images.device}. Use perturb='unique' (each image once), fewer triplets per anchor, or a sparser "
+                f"{type(self).__name__}(perturb={self.perturb!r}) would attack {num_images} images ({triplets}"
+                f"{self.perturb} perturbation): the attack needs about {needed:,} bytes "
+                f"({needed / 2**30:.2f} GiB) for {pgd.ENGINE_IMAGE_COPIES} copies of them but only {available:,} bytes "
+                f"({available / 2**30:.2f} GiB) are available on "
+                f"{batch.device}. Use perturb='unique' (each image once), fewer triplets per anchor, or a sparser "
                 "miner (e.g. TrideMiner instead of a dense TripletMarginMiner)"
             )
 
@@ -339,7 +341,7 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
         stop_condition: Optional[Callable[[torch.Tensor], bool]] = None,
     ) -> PGDResult:
         """Run the PGD engine on ``images`` with the current step size, ``chunk_size`` images per pass."""
-        self.check_attack_memory(images)
+        self.check_attack_memory(len(images), images)
         self._attacking = True
         try:
             result = projected_gradient_descent(

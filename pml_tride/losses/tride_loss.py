@@ -288,6 +288,8 @@ class TrideLoss(AdversarialTripletLoss):
         else:
             perturbation = PerturbationSet((anchors,), self.perturb)
             (anchor_rows,) = perturbation.role_positions
+        if self.attack_enabled:
+            self.check_attack_memory(len(perturbation), inputs)
         images = inputs[perturbation.source_rows]
         assist_steps = [] if self.assisting else None
         if self.attack_enabled:
