@@ -18,7 +18,7 @@ from .losses import TrideLoss
 from .miners import TrideMiner
 from .trainers import TrideTrainer
 
-__all__ = ["DEFENSES", "defense_loss", "train_embedder", "PAIRS_PER_CLASS"]
+__all__ = ["DEFENSES", "REFERENCE_MINER_KWARGS", "defense_loss", "train_embedder", "PAIRS_PER_CLASS"]
 
 # Defense name -> TrideLoss arguments. "none" is the plain triplet loss: TrideLoss without an attack, which
 # records the same collapse diagnostics.
@@ -28,10 +28,20 @@ DEFENSES: Dict[str, Dict[str, Any]] = {
     "ca-cap": {"phase": "cap"},
     "ca-anp": {"phase": "anp"},
     "ca-tride-no-tpr": {"phase": "tride", "top_rank": False},
-    "hardness-tride": {"phase": "tride", "awareness": "hardness"},
+    "ca-tride-no-ltr": {"phase": "tride", "gamma": 0.0},
+    # Figure 4 (right): the H-aware comparison runs without the progressive step size (Section 4.3)
+    "hardness-tride": {"phase": "tride", "awareness": "hardness", "progressive_alpha": False},
     "naive-tride": {"phase": "tride", "awareness": "none"},
-    "ca-tride-reference": {"phase": "tride", "variant": "reference"},
+    "naive-cap": {"phase": "cap", "awareness": "none"},
+    "naive-anp": {"phase": "anp", "awareness": "none"},
+    # the released code: its equations, one perturbation per triplet, and its miner (REFERENCE_MINER_KWARGS)
+    "ca-tride-reference": {"phase": "tride", "variant": "reference", "perturb": "per_triplet"},
+    # COLO-TRIDE (arXiv): the adversary assists instead of stopping, from epoch E/4 on
+    "colo-tride": {"phase": "tride", "orientation": "assist"},
 }
+# TrideMiner arguments of "ca-tride-reference": the released miner's band schedule and SPC-2 anchors (rows 2i, one
+# triplet per pair); these need SPC-2 batches (train_embedder uses MPerClassSampler(m=2) when classes allow).
+REFERENCE_MINER_KWARGS: Dict[str, Any] = {"schedule": "reference", "anchors": "spc2"}
 # SPC-2 batches (two images per class), as the paper, when the data set has enough classes.
 PAIRS_PER_CLASS = 2
 
