@@ -61,7 +61,8 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         print(json.dumps({
-            "device": str(device), "side": args.side, "width": args.width, "phase": loss_func.last_phase, "triplets": len(indices[0]),
+            "device": str(device), "side": args.side, "width": args.width, "phase": loss_func.last_phase,
+            "triplets": len(indices[0]),
             "perturbed_images": loss_func.num_perturbed, "pgd_steps": loss_func.pgd_steps,
             "attack_batch_size": args.attack_batch_size or BATCH, "seconds": round(time.perf_counter() - started, 2),
             "pgd_forward_images": loss_func.pgd_forward_images, "pgd_backward_images": loss_func.pgd_backward_images,

@@ -25,8 +25,8 @@ class TrideMiner(BaseMiner):
     draw's positive is uniform among its positives; with ``anchors="spc2"`` the batch must be SPC-2 (rows 2i and
     2i + 1 of one class, as PML's ``MPerClassSampler(m=2)`` yields) and the anchors are the even rows, each with
     the next row as its positive: one triplet per pair (56 per 112 images), as the released code. For each anchor
-    and each of ``triplets_per_anchor`` draws the negative is uniform among the negatives inside the band; when none is in the band, a uniformly random negative (the released code's
-    fallback, counted in the ``num_fallback_negatives`` statistic). Vectorised over anchors.
+    and each of ``triplets_per_anchor`` draws the negative is uniform among the negatives inside the band; when
+    none is in the band, a uniformly random negative (the released code's fallback, counted in the ``num_fallback_negatives`` statistic). Vectorised over anchors.
 
     Args:
         margin: eta_0, the band width at epoch 0.
