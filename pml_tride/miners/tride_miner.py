@@ -26,7 +26,8 @@ class TrideMiner(BaseMiner):
     2i + 1 of one class, as PML's ``MPerClassSampler(m=2)`` yields) and the anchors are the even rows, each with
     the next row as its positive: one triplet per pair (56 per 112 images), as the released code. For each anchor
     and each of ``triplets_per_anchor`` draws the negative is uniform among the negatives inside the band; when
-    none is in the band, a uniformly random negative (the released code's fallback, counted in the ``num_fallback_negatives`` statistic). Vectorised over anchors.
+    none is in the band, a uniformly random negative (the released code's fallback, counted in the
+    ``num_fallback_negatives`` statistic). Vectorised over anchors.
 
     Args:
         margin: eta_0, the band width at epoch 0.
@@ -127,7 +128,8 @@ class TrideMiner(BaseMiner):
             anchors = torch.nonzero(positive_mask.any(dim=1) & has_negative).squeeze(1)
             fixed_positives = None
         eta = self.current_eta
-        positive_mask, negative_mask, anchor_distances = positive_mask[anchors], negative_mask[anchors], distances[anchors]
+        positive_mask, negative_mask = positive_mask[anchors], negative_mask[anchors]
+        anchor_distances = distances[anchors]
         rows = torch.arange(len(anchors), device=distances.device)
         triplets, fallbacks = [], 0
         for _ in range(self.triplets_per_anchor):
