@@ -21,7 +21,10 @@ from .losses import AdversarialTripletLoss
 from .miners import TrideMiner
 from .trainers import TrideTrainer
 
-__all__ = ["DefenseSpec", "DEFENSES", "defense_loss", "defense_miner", "train_embedder", "PAIRS_PER_CLASS"]
+__all__ = [
+    "DefenseSpec", "DEFENSES", "REFERENCE_MINER_KWARGS", "defense_loss", "defense_miner", "train_embedder",
+    "PAIRS_PER_CLASS",
+]
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,10 @@ class DefenseSpec:
         object.__setattr__(self, "miner_kwargs", MappingProxyType(dict(self.miner_kwargs)))
 
 
+# TrideMiner arguments of "ca-tride-reference": the released miner's band schedule and SPC-2 anchors (rows 2i, one
+# triplet per pair); these need SPC-2 batches (train_embedder uses MPerClassSampler(m=2) when classes allow).
+REFERENCE_MINER_KWARGS: Mapping[str, Any] = MappingProxyType({"schedule": "reference", "anchors": "spc2"})
+
 # "none" is the plain triplet loss: TrideLoss without an attack, which records the same collapse diagnostics.
 # The baselines (est, act, hm) and naive-at use their classes' defaults: robrank's settings (32 steps, constant
 # step size) and, for hm, the paper's configuration (LGA, ET, ICS 0.5). naive-at is the collapse-unaware
@@ -50,9 +57,18 @@ DEFENSES: Mapping[str, DefenseSpec] = MappingProxyType({
     "ca-cap": DefenseSpec("TrideLoss", {"phase": "cap"}),
     "ca-anp": DefenseSpec("TrideLoss", {"phase": "anp"}),
     "ca-tride-no-tpr": DefenseSpec("TrideLoss", {"phase": "tride", "top_rank": False}),
-    "hardness-tride": DefenseSpec("TrideLoss", {"phase": "tride", "awareness": "hardness"}),
+    "ca-tride-no-ltr": DefenseSpec("TrideLoss", {"phase": "tride", "gamma": 0.0}),
+    # Figure 4 (right): the H-aware comparison runs without the progressive step size (Section 4.3)
+    "hardness-tride": DefenseSpec("TrideLoss", {"phase": "tride", "awareness": "hardness", "progressive_alpha": False}),
     "naive-tride": DefenseSpec("TrideLoss", {"phase": "tride", "awareness": "none"}),
-    "ca-tride-reference": DefenseSpec("TrideLoss", {"phase": "tride", "variant": "reference"}),
+    "naive-cap": DefenseSpec("TrideLoss", {"phase": "cap", "awareness": "none"}),
+    "naive-anp": DefenseSpec("TrideLoss", {"phase": "anp", "awareness": "none"}),
+    # the released code: its equations, one perturbation per triplet, and its miner (band schedule, SPC-2 anchors)
+    "ca-tride-reference": DefenseSpec(
+        "TrideLoss", {"phase": "tride", "variant": "reference", "perturb": "per_triplet"}, REFERENCE_MINER_KWARGS
+    ),
+    # COLO-TRIDE (arXiv): the adversary assists instead of stopping, from epoch E/4 on
+    "colo-tride": DefenseSpec("TrideLoss", {"phase": "tride", "orientation": "assist"}),
     "naive-at": DefenseSpec("HMLoss", {"destination": "unbounded", "ics_weight": 0.0}),
     "est": DefenseSpec("ESTLoss"),
     "act": DefenseSpec("ACTLoss"),

@@ -32,6 +32,9 @@ TRACKED_STATS = (
     "embedding_shift_anchor",
     "embedding_shift_positive",
     "embedding_shift_negative",
+    "pgd_forward_images",
+    "pgd_backward_images",
+    "assist_steps",
 )
 
 
