@@ -29,8 +29,8 @@ def test_every_triplet_follows_the_soft_hard_rule(seed):
         assert anchors.tolist() == list(range(0, len(labels), 2))
         fallback_negatives = fallback_positives = 0
         for a, p, n in zip(anchors.tolist(), positives.tolist(), negatives.tolist()):
-            allowed_negatives, allowed_positives, negative_fallback, positive_fallback = soft_sets(embeddings, labels, a)
-            assert n in allowed_negatives and p in allowed_positives
+            allowed_n, allowed_p, negative_fallback, positive_fallback = soft_sets(embeddings, labels, a)
+            assert n in allowed_n and p in allowed_p
             fallback_negatives += negative_fallback
             fallback_positives += positive_fallback
         assert miner.num_fallback_negatives == fallback_negatives
