@@ -10,7 +10,7 @@ from .collapseness import (
     weighted_distance,
 )
 from .losses import ACTLoss, AdversarialTripletLoss, ESTLoss, HMLoss, TrideLoss
-from .miners import TrideMiner
+from .miners import SPC2RandomMiner, SPC2SoftHardMiner, TrideMiner
 from .pgd import PGDResult, projected_gradient_descent
 from .reducers import CollapsenessReducer
 from .trainers import TrideTrainer

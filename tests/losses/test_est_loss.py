@@ -1,8 +1,11 @@
+import copy
+
 import pytest
 import torch
 from pytorch_metric_learning.miners import BaseMiner
 
-from pml_tride import ESTLoss
+from pml_tride import ESTLoss, SPC2RandomMiner
+from tiny_models import tiny_cnn
 from triplet_loops import (
     HAND_IMAGES,
     HAND_LABELS,
@@ -123,3 +126,20 @@ def test_remined_empty_triplets_give_zero():
     embeddings = HAND_IMAGES.clone().requires_grad_(True)
     value = loss(embeddings, HAND_LABELS, hand_indices(), inputs=HAND_IMAGES)
     assert value.item() == 0 and value.requires_grad
+
+
+def test_spc2_random_mined_on_the_clean_batch_equals_robrank_remining():
+    # the est recipe mines spc2-random on the clean batch: the draw depends on the labels only and every row of an
+    # SPC-2 batch is an anchor or a positive, so the same images are perturbed and the same triplets trained on as
+    # when ESTLoss re-mines on the adversarial embeddings (robrank est.py:63-68)
+    torch.manual_seed(0)
+    model = tiny_cnn()
+    images, labels = torch.rand(12, 1, 6, 6), torch.arange(6).repeat_interleave(2)
+    embeddings = model(images)
+    twin = copy.deepcopy(model)  # the training forward updates BatchNorm statistics: one model per loss
+    remining = ESTLoss(model, eps=EPS, alpha=ALPHA, steps=STEPS, miner=SPC2RandomMiner(seed=3), collect_stats=True)
+    clean_mined = ESTLoss(twin, eps=EPS, alpha=ALPHA, steps=STEPS, collect_stats=True)
+    expected = remining(embeddings, labels, inputs=images)
+    value = clean_mined(embeddings, labels, SPC2RandomMiner(seed=3)(embeddings.detach(), labels), inputs=images)
+    assert value.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert clean_mined.num_perturbed == remining.num_perturbed == len(images)
