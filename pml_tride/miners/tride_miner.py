@@ -9,6 +9,7 @@ import torch
 from pytorch_metric_learning.miners import BaseMiner
 
 from ..schedules import SCHEDULES, check_epoch, semi_hard_band
+from .spc2_miner import spc2_anchor_rows
 
 __all__ = ["TrideMiner", "ANCHOR_MODES"]
 
@@ -99,18 +100,7 @@ class TrideMiner(BaseMiner):
         """The even rows of an SPC-2 batch; raises unless rows 2i and 2i + 1 share a label."""
         if ref_labels is not labels:
             raise ValueError("TrideMiner(anchors='spc2') mines within one SPC-2 batch; ref_emb is not supported")
-        if len(labels) % 2:
-            raise ValueError(f"TrideMiner(anchors='spc2') needs an even batch of same-class pairs, got {len(labels)}")
-        even = torch.arange(0, len(labels), 2, device=labels.device)
-        mismatched = torch.nonzero(labels[even] != labels[even + 1]).squeeze(1)
-        if len(mismatched) > 0:
-            row = int(even[mismatched[0]])
-            raise ValueError(
-                "TrideMiner(anchors='spc2') needs an SPC-2 batch, rows 2i and 2i+1 of one class (e.g. PML's "
-                f"MPerClassSampler(labels, m=2)); rows {row} and {row + 1} have labels "
-                f"{int(labels[row])} and {int(labels[row + 1])}"
-            )
-        return even
+        return spc2_anchor_rows(labels, "TrideMiner(anchors='spc2')")
 
     def mine(self, embeddings, labels, ref_emb, ref_labels) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         distances = self.distance(embeddings, ref_emb)
