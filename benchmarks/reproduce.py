@@ -50,7 +50,7 @@ from pml_tride.miners import TrideMiner
 from pml_tride.models import small_cnn_embedder
 from pml_tride.optional_imports import has_pyplot, import_pyplot
 from pml_tride.recipes import DEFENSES, train_embedder
-from pml_tride.samplers import ClassPairSampler
+from pml_tride.samplers import SPC2Sampler
 
 PIXEL_LEVELS = 255
 PAPER_EPS = 8 / PIXEL_LEVELS
@@ -140,7 +140,8 @@ SECONDS_PER_EVAL_UNIT = 0.27  # one attacked batch of 112 x one PGD step, all te
 SMOOTHING = 5  # iterations of the moving average in the over-training plots
 FIGURE_DPI = 80
 HISTORY_KEYS = ("epoch", "iteration", "phase", "loss", "collapseness_clean", "separability", "mean_distance",
-                "embedding_shift", "num_perturbed", "pgd_steps")
+                "embedding_shift", "num_perturbed", "pgd_steps", "hardness_clean", "embedding_shift_anchor",
+                "embedding_shift_positive", "embedding_shift_negative", "assist_steps")
 PGD_KEYS = ("pgd_forward_images", "pgd_backward_images")
 HISTORY_DIGITS = 6
 
@@ -194,7 +195,7 @@ class StudySettings:
             f"the first {self.max_batches * self.batch_size} test images (max_batches={self.max_batches})"
         return (f"{self.dataset} {self.image_size}x{self.image_size}, small CNN ({self.embedding_dim}-d, width "
                 f"{self.width}), {self.epochs} epochs (x{self.long_factor} for the long sweep cells), SPC-2 batches "
-                f"of {self.batch_size} (same-class pairs, ClassPairSampler), Adam lr {self.lr}, seeds "
+                f"of {self.batch_size} (same-class pairs, SPC2Sampler, for every model), Adam lr {self.lr}, seeds "
                 f"{list(self.seeds)}; training PGD eps "
                 f"{_pixels(self.eps)}, alpha = eps x {self.train_alpha_ratio:g} (progressive where the defense uses "
                 f"it), steps = each loss class's default (TrideLoss 16, EST/ACT/HM 32); evaluation: all ten attacks "
@@ -314,7 +315,7 @@ def run_job(job: Job, settings: StudySettings, device: str, out: str) -> Dict[st
             lr=settings.lr, eps=job.eps, alpha=job.eps * settings.train_alpha_ratio, seed=job.seed,
             device=torch.device(device), loss_overrides=dict(job.model.loss_overrides) or None,
             miner_overrides=dict(job.model.miner_overrides) or None,
-            sampler=ClassPairSampler(train_set.labels, seed=job.seed),
+            sampler=SPC2Sampler(torch.as_tensor(train_set.labels), seed=job.seed),
         )
     evaluator = RobustnessEvaluator(eps=job.eps, alpha=job.eps * settings.eval_alpha_ratio, steps=settings.eval_steps,
                                     seed=job.seed, device=device, progress=False, max_batches=settings.max_batches)

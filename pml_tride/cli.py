@@ -81,8 +81,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--margin", type=float, default=0.2)
     parser.add_argument("--eps", type=pixel_value, default=8 / 255)
     parser.add_argument("--alpha", type=pixel_value, default=1 / 255)
-    parser.add_argument("--steps", type=int, default=16)
-    parser.add_argument("--lam", type=float, default=10.0)
+    parser.add_argument("--steps", type=int, default=None,
+                        help="PGD steps (default: the defense's own, 16 for CA-TRIDE, 32 for est/act/hm)")
+    parser.add_argument("--lam", type=float, default=None, help="lambda of CA-TRIDE's collapseness (default 10)")
     parser.add_argument("--max-iters", type=int, default=None, help="iterations per epoch (default: one pass)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None)

@@ -26,6 +26,15 @@ TRACKED_STATS = (
     "pgd_steps",
     "num_perturbed",
     "max_perturbation",
+    "hardness_clean",
+    "hardness_adv",
+    "hardness_destination",
+    "embedding_shift_anchor",
+    "embedding_shift_positive",
+    "embedding_shift_negative",
+    "pgd_forward_images",
+    "pgd_backward_images",
+    "assist_steps",
 )
 
 
