@@ -14,7 +14,8 @@ from typing import Dict, Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["benign_metrics", "retrieval_metrics", "relevant_positions", "ClassMembers", "nmi", "kmeans_function", "RECALL_AT"]
+__all__ = ["benign_metrics", "retrieval_metrics", "relevant_positions", "ClassMembers", "nmi", "kmeans_function",
+           "RECALL_AT"]
 
 RECALL_AT = (1, 2)
 KMEANS_SEED = 0
@@ -122,27 +123,31 @@ class SklearnKMeans:
         return torch.as_tensor(assignments, device=x.device)
 
 
-def kmeans_function(use_faiss: bool = True):
-    """PML's FaissKMeans when faiss is importable (and wanted), else a scikit-learn k-means."""
+def kmeans_function(use_faiss: bool = True, gpu: bool = False):
+    """PML's FaissKMeans when faiss is importable (and wanted; on the GPUs with ``gpu`` when faiss sees any),
+    else a scikit-learn k-means."""
     if use_faiss:
         try:
-            import faiss  # noqa: F401
+            import faiss
             from pytorch_metric_learning.utils.inference import FaissKMeans
 
-            return FaissKMeans(niter=KMEANS_ITERATIONS, seed=KMEANS_SEED)
+            on_gpu = gpu and hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
+            return FaissKMeans(niter=KMEANS_ITERATIONS, seed=KMEANS_SEED, gpu=on_gpu)
         except ImportError:
             pass
     return SklearnKMeans()
 
 
 def nmi(embeddings: torch.Tensor, labels: torch.Tensor, use_faiss: bool = True) -> float:
-    """NMI (percent) of k-means clusters (k = number of classes) through PML's AccuracyCalculator."""
+    """NMI (percent) of k-means clusters (k = number of classes) through PML's AccuracyCalculator; the k-means
+    runs on faiss's GPUs when the embeddings are on CUDA and faiss-gpu is installed."""
     from pytorch_metric_learning.distances import LpDistance
     from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
     from pytorch_metric_learning.utils.inference import CustomKNN
 
-    calculator = AccuracyCalculator(include=("NMI",), knn_func=CustomKNN(LpDistance()),
-                                    kmeans_func=kmeans_function(use_faiss), device=torch.device("cpu"))
+    kmeans = kmeans_function(use_faiss, gpu=embeddings.is_cuda)
+    calculator = AccuracyCalculator(include=("NMI",), knn_func=CustomKNN(LpDistance()), kmeans_func=kmeans,
+                                    device=torch.device("cpu"))
     embeddings = F.normalize(embeddings.float(), dim=1).cpu()
     return 100 * calculator.get_accuracy(embeddings, labels.cpu())["NMI"]
 
