@@ -48,10 +48,14 @@ def pair_batch(pairs: int, image_size: int, generator: torch.Generator, channels
 
 @dataclass
 class AttackRecord:
-    """One PGD call of a defense: how many images it perturbed and how many signed steps it took."""
+    """One PGD call of a defense: how many images it perturbed, how many signed steps it took, and the images it
+    pushed through the model forward and backward (the engine's counters when it has them, else images x
+    iterations: one forward per iteration, the early-stop check included, one backward per step)."""
 
     images: int
     steps: int
+    forward_images: int = 0
+    backward_images: int = 0
 
 
 @dataclass
@@ -67,7 +71,14 @@ class AttackRecorder:
 
         def recording_attack(images, objective, stop_condition=None):
             result = original(images, objective, stop_condition)
-            self.records.append(AttackRecord(len(images), result.steps_taken))
+            iterations = result.steps_taken + int(result.stopped_early)
+            forward = getattr(result, "forward_images", None)
+            backward = getattr(result, "backward_images", None)
+            self.records.append(AttackRecord(
+                len(images), result.steps_taken,
+                forward if forward is not None else len(images) * iterations,
+                backward if backward is not None else len(images) * result.steps_taken,
+            ))
             return result
 
         object.__setattr__(self.loss, "attack", recording_attack)
