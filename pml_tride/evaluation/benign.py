@@ -14,8 +14,8 @@ from typing import Dict, Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["benign_metrics", "retrieval_metrics", "relevant_positions", "ClassMembers", "nmi", "kmeans_function",
-           "RECALL_AT"]
+__all__ = ["benign_metrics", "retrieval_metrics", "retrieval_block", "relevant_positions", "ClassMembers", "nmi",
+           "kmeans_function", "RECALL_AT"]
 
 RECALL_AT = (1, 2)
 KMEANS_SEED = 0
@@ -84,30 +84,34 @@ def relevant_positions(distances: torch.Tensor, relevant_columns: torch.Tensor, 
     return histogram.cumsum(dim=1)[:, :width], counts
 
 
+def retrieval_block(embeddings: torch.Tensor, members: ClassMembers, rows: torch.Tensor) -> torch.Tensor:
+    """Sums over the query ``rows`` of unit ``embeddings`` (N, D) against all N items, itself excluded: a float64
+    tensor [R@1 hits, R@2 hits, ..., sum of AP, queries with a relevant item] on the embeddings' device (no host
+    sync). Only a (len(rows), N) distance block is built, and no row is sorted."""
+    distances = torch.cdist(embeddings[rows], embeddings)
+    positions, counts = relevant_positions(distances, *members.relevant(rows), rows)
+    has_relevant = counts > 0
+    hits = [(has_relevant & (positions[:, 0] <= k)).sum() for k in RECALL_AT]
+    places = torch.arange(1, positions.shape[1] + 1, device=positions.device, dtype=torch.float64)
+    precision = (places / positions.double()).masked_fill(places[None, :] > counts[:, None], 0.0)
+    average_precision = precision.sum(dim=1)[has_relevant] / counts[has_relevant]
+    return torch.stack([*hits, average_precision.sum(), has_relevant.sum()]).double()
+
+
 def retrieval_metrics(embeddings: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> Dict[str, float]:
-    """R@1, R@2 and mAP in percent; only (batch_size x N) distance blocks are built, and no row is sorted.
+    """R@1, R@2 and mAP in percent, in (batch_size x N) distance blocks (:func:`retrieval_block`).
 
     Equal to sorting every row (stable, ties by index): a query's AP is the mean over its relevant items, nearest
     first, of (i + 1) / position_i, and R@k holds when its nearest relevant item is within the first k places.
     """
     embeddings = F.normalize(embeddings.float(), dim=1)
     total = len(labels)
-    hits = {k: 0 for k in RECALL_AT}
-    average_precision_sum, scored_queries = 0.0, 0
     members = ClassMembers(labels)
-    for start in range(0, total, batch_size):
-        rows = torch.arange(start, min(start + batch_size, total), device=embeddings.device)
-        distances = torch.cdist(embeddings[rows], embeddings)
-        positions, counts = relevant_positions(distances, *members.relevant(rows), rows)
-        has_relevant = counts > 0
-        for k in RECALL_AT:
-            hits[k] += int((has_relevant & (positions[:, 0] <= k)).sum())
-        places = torch.arange(1, positions.shape[1] + 1, device=positions.device, dtype=torch.float64)
-        precision = (places / positions.double()).masked_fill(places[None, :] > counts[:, None], 0.0)
-        average_precision = precision.sum(dim=1)[has_relevant] / counts[has_relevant]
-        average_precision_sum += average_precision.sum().item()
-        scored_queries += int(has_relevant.sum())
-    metrics = {f"R@{k}": 100 * hits[k] / total for k in RECALL_AT}
+    sums = sum(retrieval_block(embeddings, members, torch.arange(start, min(start + batch_size, total),
+                                                                 device=embeddings.device))
+               for start in range(0, total, batch_size)).tolist()
+    *hits, average_precision_sum, scored_queries = sums
+    metrics = {f"R@{k}": 100 * hit / total for k, hit in zip(RECALL_AT, hits)}
     metrics["mAP"] = 100 * average_precision_sum / max(scored_queries, 1)
     return metrics
 
