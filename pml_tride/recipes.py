@@ -5,6 +5,8 @@ Used by ``pml-tride train`` and ``pml-tride demo``; ``examples/cub_resnet18.py``
 
 from __future__ import annotations
 
+import os
+import random
 import time
 from typing import Any, Dict, Optional, Tuple
 
@@ -14,9 +16,11 @@ from pytorch_metric_learning import samplers
 from torch import nn
 from torch.utils.data import Dataset
 
+from .distributed import wrap_model
 from .losses import TrideLoss
 from .miners import TrideMiner
 from .trainers import TrideTrainer
+from .trainers.tride_trainer import LATEST_CHECKPOINT
 
 __all__ = ["DEFENSES", "defense_loss", "train_embedder", "PAIRS_PER_CLASS"]
 
@@ -63,17 +67,28 @@ def train_embedder(
     checkpoint_dir: Optional[str] = None,
     resume: Optional[str] = None,
     iterations_per_epoch: Optional[int] = None,
+    checkpoint_every: Optional[int] = None,
 ) -> Tuple[TrideTrainer, float]:
     """Train ``model`` on ``dataset`` with a named defense; returns the trainer and the training seconds.
 
     Adam (lr, weight decay), TrideMiner(margin, schedule), SPC-2 batches through PML's MPerClassSampler when the
     data set has at least batch_size / 2 classes (else shuffled batches), one checkpoint per epoch in
-    ``checkpoint_dir``, and ``resume`` from a checkpoint of the same run.
+    ``checkpoint_dir`` (and ``latest.pt`` every ``checkpoint_every`` iterations), and ``resume`` from a checkpoint of
+    the same run (``"auto"``: ``checkpoint_dir/latest.pt`` when it exists). The run is a function of ``seed`` and
+    the model's initial weights: seed torch before building the model (``pml-tride train`` does).
+
+    Inside a torch.distributed process group (torchrun) the model is wrapped in ``DistributedDataParallel``
+    and every rank trains on its own ``batch_size`` images per step (see docs/scaling-out.md).
     """
     torch.manual_seed(seed)
     np.random.seed(seed)
+    random.seed(seed)
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
+    if resume == "auto":
+        latest = os.path.join(checkpoint_dir or "", LATEST_CHECKPOINT)
+        resume = latest if checkpoint_dir is not None and os.path.isfile(latest) else None
+    trained = wrap_model(model, device)
     labels = getattr(dataset, "labels", None)
     if labels is None:
         raise ValueError("the data set needs a 'labels' attribute (one label per item)")
@@ -83,10 +98,10 @@ def train_embedder(
         sampler = samplers.MPerClassSampler(torch.as_tensor(labels), m=PAIRS_PER_CLASS, batch_size=batch_size,
                                             length_before_new_iter=len(dataset))
     trainer = TrideTrainer(
-        models={"trunk": model},
+        models={"trunk": trained},
         optimizers={"trunk_optimizer": torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)},
         batch_size=batch_size,
-        loss_funcs={"metric_loss": defense_loss(defense, model, margin=margin, eps=eps, alpha=alpha, steps=steps,
+        loss_funcs={"metric_loss": defense_loss(defense, trained, margin=margin, eps=eps, alpha=alpha, steps=steps,
                                                 lam=lam)},
         mining_funcs={"tuple_miner": TrideMiner(margin=margin, schedule=miner_schedule, seed=seed)},
         dataset=dataset,
@@ -95,6 +110,8 @@ def train_embedder(
         dataloader_num_workers=0,
         data_device=device,
         checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every,
+        seed=seed,
     )
     start_epoch = trainer.load_checkpoint(resume) if resume else 1
     started = time.perf_counter()
