@@ -133,6 +133,11 @@ def run_train_command(args: argparse.Namespace) -> int:
     resume = args.resume
     if resume is None and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
         resume = "auto"  # a group restarted by torchrun continues from the last checkpoint
+    if resume == "auto":
+        latest = os.path.join(args.out, "latest.pt")
+        resume = latest if os.path.isfile(latest) else None
+    if resume is not None and get_rank() == 0:
+        print(f"resuming from {resume}", flush=True)
     torch.manual_seed(args.seed)  # the initial weights, as everything else, follow --seed
     dataset = build_dataset(args.dataset, root=args.data_root, split="train", image_size=args.image_size)
     model_name = args.model or ("small_cnn" if args.dataset == "digits" else "resnet18")

@@ -8,6 +8,7 @@ Without an initialised process group everything behaves as one process of rank 0
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from typing import Any, List, Optional
 
 import torch
@@ -29,6 +30,8 @@ __all__ = [
 
 # The environment variables torchrun sets in every worker.
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+# How long a rank waits for the others to join the group.
+JOIN_TIMEOUT = timedelta(minutes=10)
 
 
 def is_distributed() -> bool:
@@ -75,7 +78,17 @@ def init_from_environment(device: Optional[torch.device] = None) -> torch.device
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)
-    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == str(True):
+        # torchrun's agent keeps one store across restarts: without a prefix per attempt, a restarted rank can read
+        # the address a killed rank of the previous attempt published there, and fail to connect
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        store = dist.PrefixStore(f"/pml_tride/attempt_{attempt}", dist.TCPStore(
+            os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False, timeout=JOIN_TIMEOUT))
+        dist.init_process_group(backend=backend, store=store, rank=int(os.environ["RANK"]),
+                                world_size=int(os.environ["WORLD_SIZE"]), timeout=JOIN_TIMEOUT)
+    else:
+        dist.init_process_group(backend=backend)
     return device
 
 
