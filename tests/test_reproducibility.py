@@ -2,6 +2,7 @@
 uninterrupted one (the TrideTrainer itself: tests/trainers/test_fault_tolerance.py)."""
 
 import os
+import runpy
 import subprocess
 import sys
 import time
@@ -52,3 +53,9 @@ def test_cli_train_killed_then_resumed_equals_uninterrupted(tmp_path):
     assert state["epoch"] < 3 and not (out / "model.pt").exists()
     assert main(TRAIN + ["--out", str(out), "--resume", "auto"]) == 0
     assert_identical(model_weights(out / "model.pt"), model_weights(tmp_path / "whole" / "model.pt"))
+
+
+def test_plain_loop_example_twice_gives_identical_training():
+    example = runpy.run_path(os.path.join(os.path.dirname(__file__), "..", "examples", "digits_plain_loop.py"))
+    arguments = ["--epochs", "2", "--steps", "2", "--image-size", "8", "--seed", "3"]
+    assert example["main"](arguments) == example["main"](arguments)
