@@ -189,14 +189,19 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batches", type=int, default=None, help="attack only the first batches")
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", default="report.json", help="JSON report; the .md and .png go next to it")
+    add_launch_arguments(parser)
 
 
 def run_evaluate_command(args: argparse.Namespace) -> int:
     from .datasets import build_dataset
+    from .distributed import get_rank, init_from_environment, is_distributed
     from .evaluation import RobustnessEvaluator
     from .models import load_model
 
-    device = _device(args.device)
+    launched = launch(args)
+    if launched is not None:
+        return launched
+    device = init_from_environment(_device(args.device))
     model = load_model(args.checkpoint, map_location=device, trust_pickle=args.trust_pickle)
     trained_size = getattr(model, "data_info", {}).get("image_size")
     if args.image_size is not None and trained_size is not None and args.image_size != trained_size:
@@ -209,6 +214,10 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
                                     batch_size=args.batch_size, seed=args.seed, robrank_compat=args.robrank_compat,
                                     device=device, max_batches=args.max_batches)
     report = evaluator.evaluate(model, dataset)
+    if is_distributed():
+        torch.distributed.destroy_process_group()
+    if get_rank() != 0:  # every rank holds the whole report; rank 0 writes it
+        return 0
     report.settings.update({"checkpoint": args.checkpoint, "dataset": args.dataset, "image_size": dataset.image_size})
     markdown = report.to_markdown(title=os.path.basename(args.checkpoint))
     print(markdown)

@@ -16,7 +16,15 @@ from torch.nn.parallel import DistributedDataParallel
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ddp_reference import CONFIGURATIONS, RANK_BATCH, STEPS, batch, build_loss, build_model  # noqa: E402
+from ddp_reference import (  # noqa: E402
+    CONFIGURATIONS,
+    RANK_BATCH,
+    STEPS,
+    batch,
+    build_loss,
+    build_model,
+)
+
 from pml_tride.distributed import get_rank, init_from_environment  # noqa: E402
 
 

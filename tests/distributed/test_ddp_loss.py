@@ -4,10 +4,10 @@ import os
 
 import pytest
 import torch
-from pytorch_metric_learning import miners
-
 from ddp_reference import CONFIGURATIONS, RANK_BATCH, batch, build_loss, build_model
 from distributed_helpers import run_group
+from pytorch_metric_learning import miners
+
 from pml_tride import TrideLoss
 
 WORKER = os.path.join(os.path.dirname(__file__), "ddp_loss_worker.py")

@@ -1,7 +1,6 @@
 import os
 
 import torch
-
 from distributed_helpers import run_group
 
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "ddp_train.py")

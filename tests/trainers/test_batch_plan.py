@@ -12,7 +12,8 @@ def data(count=48, classes=12):
 
 def plan(rank=0, world_size=1, seed=0, sampler=True):
     dataset = data()
-    spc = samplers.MPerClassSampler(dataset.tensors[1], m=2, batch_size=8, length_before_new_iter=48) if sampler else None
+    labels = dataset.tensors[1]
+    spc = samplers.MPerClassSampler(labels, m=2, batch_size=8, length_before_new_iter=48) if sampler else None
     return BatchPlan(dataset, 8, spc, seed=seed, rank=rank, world_size=world_size)
 
 
