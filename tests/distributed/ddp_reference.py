@@ -32,8 +32,11 @@ def build_loss(model, awareness, loss_class=TrideLoss):
 
 
 def batch(step, ranks=2):
-    """The global batch of a step: ``ranks * RANK_BATCH`` images of 6 classes; rank r takes the r-th block."""
+    """The global batch of a step: ``ranks * RANK_BATCH`` images of 6 classes; rank r takes the r-th block. In the
+    last step the last rank's images all have one label: it mines no triplet while the others do."""
     generator = torch.Generator().manual_seed(100 + step)
     images = torch.rand(ranks * RANK_BATCH, 1, 6, 6, generator=generator)
     labels = torch.arange(6).repeat(ranks * RANK_BATCH // 6)
+    if step == STEPS - 1:
+        labels[-RANK_BATCH:] = 0
     return images, labels
