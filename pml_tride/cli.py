@@ -214,9 +214,10 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
                                     batch_size=args.batch_size, seed=args.seed, robrank_compat=args.robrank_compat,
                                     device=device, max_batches=args.max_batches)
     report = evaluator.evaluate(model, dataset)
+    rank = get_rank()
     if is_distributed():
         torch.distributed.destroy_process_group()
-    if get_rank() != 0:  # every rank holds the whole report; rank 0 writes it
+    if rank != 0:  # every rank holds the whole report; rank 0 writes it
         return 0
     report.settings.update({"checkpoint": args.checkpoint, "dataset": args.dataset, "image_size": dataset.image_size})
     markdown = report.to_markdown(title=os.path.basename(args.checkpoint))

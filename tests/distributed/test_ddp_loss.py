@@ -58,7 +58,7 @@ def test_ddp_training_matches_the_mean_gradient_reference(group_results, awarene
     reference = reference_first_step(awareness)
     for name in reference:
         assert torch.equal(ranks[0]["first"][name], ranks[1]["first"][name]), name
-        assert torch.allclose(ranks[0]["first"][name], reference[name], rtol=0, atol=1e-7), name
+        assert torch.equal(ranks[0]["first"][name], reference[name]), name
         assert torch.equal(ranks[0]["final"][name], ranks[1]["final"][name]), name
     if awareness == "collapse":  # the collapse-aware stop made the ranks take different numbers of PGD steps
         assert ranks[0]["pgd_steps"] != ranks[1]["pgd_steps"], (ranks[0]["pgd_steps"], ranks[1]["pgd_steps"])
