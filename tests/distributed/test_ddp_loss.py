@@ -62,3 +62,9 @@ def test_ddp_training_matches_the_mean_gradient_reference(group_results, awarene
         assert torch.equal(ranks[0]["final"][name], ranks[1]["final"][name]), name
     if awareness == "collapse":  # the collapse-aware stop made the ranks take different numbers of PGD steps
         assert ranks[0]["pgd_steps"] != ranks[1]["pgd_steps"], (ranks[0]["pgd_steps"], ranks[1]["pgd_steps"])
+
+
+def test_a_nan_loss_on_one_rank_stops_every_rank(group_results):
+    for rank in range(2):
+        message = (group_results / f"diverged_rank{rank}.txt").read_text()
+        assert "training diverged at epoch 2, iteration 0" in message, message
