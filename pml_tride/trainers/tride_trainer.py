@@ -130,6 +130,7 @@ class TrideTrainer(trainers.MetricLossOnly):
         self.last_checkpoint: Optional[str] = None
         self._resume_epoch: Optional[int] = None
         self._resume_iteration = 0
+        self._in_epoch = False
         metric_loss = self.loss_funcs.get("metric_loss")
         if isinstance(metric_loss, AdversarialTripletLoss):
             if metric_loss.model is self.models["trunk"] and not isinstance(self.models["embedder"], torch.nn.Identity):
@@ -171,6 +172,7 @@ class TrideTrainer(trainers.MetricLossOnly):
             for function in self._schedulable():
                 function.set_epoch(self.epoch - 1, num_epochs)
             c_f.LOGGER.info("TRAINING EPOCH %d", self.epoch)
+            self._in_epoch = True
             progress = tqdm(range(start_iteration, self.iterations_per_epoch), disable=get_rank() != 0)
             for self.iteration in progress:
                 self.forward_and_backward()
@@ -183,6 +185,7 @@ class TrideTrainer(trainers.MetricLossOnly):
             start_iteration = 0
             self.step_lr_schedulers(end_of_epoch=True)
             self.zero_losses()
+            self._in_epoch = False
             if self.end_of_epoch_hook(self) is False:
                 break
 
@@ -305,8 +308,10 @@ class TrideTrainer(trainers.MetricLossOnly):
         self.last_checkpoint = paths[-1]
 
     def save_checkpoint(self, path: str) -> None:
-        """Write :meth:`checkpoint` to ``path`` atomically (rank 0 writes; every rank must call it)."""
-        self._write_checkpoint([path], epoch_complete=True)
+        """Write :meth:`checkpoint` to ``path`` atomically (rank 0 writes; every rank must call it). Called from an
+        end-of-iteration hook, it is a mid-epoch checkpoint that resumes at the next iteration (PML steps per-iteration
+        LR schedulers after that hook: with those, use ``checkpoint_every``, written after the step)."""
+        self._write_checkpoint([path], epoch_complete=not self._in_epoch)
 
     def load_checkpoint(self, path: str) -> int:
         """Restore a checkpoint written by a TrideTrainer; returns the epoch to pass to ``train(start_epoch=)``

@@ -131,3 +131,17 @@ def test_divergence_stops_before_the_update_and_keeps_the_good_checkpoint(tmp_pa
     with pytest.raises(TrainingDivergedError, match="NaN"):
         trainer.save_checkpoint(str(tmp_path / "latest.pt"))
     assert_identical(torch.load(tmp_path / "latest.pt", weights_only=True)["models"]["trunk"], seen[-1])
+
+
+def test_save_checkpoint_from_an_iteration_hook_resumes_at_the_next_iteration(tmp_path, uninterrupted):
+    path = str(tmp_path / "manual.pt")
+
+    def save_then_crash(trainer):
+        if (trainer.epoch, trainer.iteration) == (2, 1):
+            trainer.save_checkpoint(path)  # before the LR step of this iteration: none is configured here
+            raise Crash
+
+    with pytest.raises(Crash):
+        fault_worker.run(str(tmp_path / "run"), end_of_iteration_hook=save_then_crash)
+    resumed = fault_worker.run(str(tmp_path / "resumed"), resume=path)
+    assert_identical(weights(resumed), uninterrupted[0])
