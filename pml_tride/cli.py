@@ -88,14 +88,60 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", default="runs/train", help="checkpoints and the final model go here")
-    parser.add_argument("--resume", help="a checkpoint of this run to continue from")
+    parser.add_argument("--resume", help="a checkpoint of this run to continue from; 'auto': OUT/latest.pt if it "
+                        "exists (the default after a torchrun restart)")
+    parser.add_argument("--checkpoint-every", type=int, default=None,
+                        help="also write OUT/latest.pt every that many iterations (mid-epoch)")
+    add_launch_arguments(parser)
+
+
+def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nproc-per-node", type=int, default=1,
+                        help="processes on this machine (one per GPU), launched through torch.distributed.run")
+    parser.add_argument("--max-restarts", type=int, default=0,
+                        help="with --nproc-per-node: restart the whole group this many times after a failure")
+
+
+def launch(args: argparse.Namespace) -> Optional[int]:
+    """Relaunch this command under ``torch.distributed.run`` (torchrun) with ``--nproc-per-node`` processes; None
+    when no launch is needed (one process, or already a torchrun worker)."""
+    from .distributed import launched_by_torchrun
+
+    if args.nproc_per_node < 1:
+        raise ValueError(f"--nproc-per-node must be >= 1, got {args.nproc_per_node}")
+    if args.nproc_per_node == 1 or launched_by_torchrun():
+        return None
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    try:
+        torchrun(["--standalone", "--nproc-per-node", str(args.nproc_per_node), "--max-restarts",
+                  str(args.max_restarts), "-m", "pml_tride.cli", *args.argv])
+    except ChildFailedError as error:
+        print(f"pml-tride {args.command}: error: a worker process failed: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def run_train_command(args: argparse.Namespace) -> int:
     from .datasets import build_dataset
+    from .distributed import get_rank, get_world_size, init_from_environment, is_distributed
     from .models import build_model, save_model
     from .recipes import train_embedder
 
+    launched = launch(args)
+    if launched is not None:
+        return launched
+    device = init_from_environment(_device(args.device))
+    resume = args.resume
+    if resume is None and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+        resume = "auto"  # a group restarted by torchrun continues from the last checkpoint
+    if resume == "auto":
+        latest = os.path.join(args.out, "latest.pt")
+        resume = latest if os.path.isfile(latest) else None
+    if resume is not None and get_rank() == 0:
+        print(f"resuming from {resume}", flush=True)
+    torch.manual_seed(args.seed)  # the initial weights, as everything else, follow --seed
     dataset = build_dataset(args.dataset, root=args.data_root, split="train", image_size=args.image_size)
     model_name = args.model or ("small_cnn" if args.dataset == "digits" else "resnet18")
     kwargs = {"embedding_dim": args.embedding_dim or (64 if model_name == "small_cnn" else 512)}
@@ -112,13 +158,17 @@ def run_train_command(args: argparse.Namespace) -> int:
     trainer, seconds = train_embedder(
         model, dataset, defense=args.defense, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, margin=args.margin, eps=args.eps, alpha=args.alpha, steps=args.steps,
-        lam=args.lam, seed=args.seed, device=_device(args.device), checkpoint_dir=args.out, resume=args.resume,
-        iterations_per_epoch=args.max_iters,
+        lam=args.lam, seed=args.seed, device=device, checkpoint_dir=args.out, resume=resume,
+        iterations_per_epoch=args.max_iters, checkpoint_every=args.checkpoint_every,
     )
     path = os.path.join(args.out, "model.pt")
-    save_model(model, path, defense=args.defense, data={"dataset": args.dataset, "image_size": dataset.image_size})
-    print(f"trained {args.defense} on {args.dataset} in {seconds:.0f} s; model: {path}; "
-          f"evaluate with: pml-tride evaluate --checkpoint {path} --dataset {args.dataset}")
+    if get_rank() == 0:
+        save_model(model, path, defense=args.defense, data={"dataset": args.dataset, "image_size": dataset.image_size})
+        print(f"trained {args.defense} on {args.dataset} in {seconds:.0f} s ({get_world_size()} process(es), "
+              f"{args.batch_size} images each per step); model: {path}; "
+              f"evaluate with: pml-tride evaluate --checkpoint {path} --dataset {args.dataset}")
+    if is_distributed():
+        torch.distributed.destroy_process_group()
     return 0
 
 
@@ -144,14 +194,19 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batches", type=int, default=None, help="attack only the first batches")
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", default="report.json", help="JSON report; the .md and .png go next to it")
+    add_launch_arguments(parser)
 
 
 def run_evaluate_command(args: argparse.Namespace) -> int:
     from .datasets import build_dataset
+    from .distributed import get_rank, init_from_environment, is_distributed
     from .evaluation import RobustnessEvaluator
     from .models import load_model
 
-    device = _device(args.device)
+    launched = launch(args)
+    if launched is not None:
+        return launched
+    device = init_from_environment(_device(args.device))
     model = load_model(args.checkpoint, map_location=device, trust_pickle=args.trust_pickle)
     trained_size = getattr(model, "data_info", {}).get("image_size")
     if args.image_size is not None and trained_size is not None and args.image_size != trained_size:
@@ -164,6 +219,11 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
                                     batch_size=args.batch_size, seed=args.seed, robrank_compat=args.robrank_compat,
                                     device=device, max_batches=args.max_batches)
     report = evaluator.evaluate(model, dataset)
+    rank = get_rank()
+    if is_distributed():
+        torch.distributed.destroy_process_group()
+    if rank != 0:  # every rank holds the whole report; rank 0 writes it
+        return 0
     report.settings.update({"checkpoint": args.checkpoint, "dataset": args.dataset, "image_size": dataset.image_size})
     markdown = report.to_markdown(title=os.path.basename(args.checkpoint))
     print(markdown)
@@ -205,14 +265,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     if args.command is None:
         parser.print_help()
         return 0
     warnings.filterwarnings("ignore", message=PML_PROGRESS_BAR_WARNING)
     try:
         return args.run(args)
-    except (ValueError, OSError, ImportError) as error:  # OSError: missing files, failed downloads
+    except (ValueError, OSError, ImportError, FloatingPointError) as error:  # OSError: missing files, downloads
         print(f"pml-tride {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -6,6 +6,8 @@ Used by ``pml-tride train`` and ``pml-tride demo``; ``examples/cub_resnet18.py``
 from __future__ import annotations
 
 import inspect
+import os
+import random
 import time
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -22,7 +24,9 @@ from . import losses, miners
 from .losses import AdversarialTripletLoss
 from .miners import SPC2Miner
 from .samplers import SPC2Sampler
+from .distributed import wrap_model
 from .trainers import TrideTrainer
+from .trainers.tride_trainer import LATEST_CHECKPOINT
 
 __all__ = [
     "DefenseSpec", "DEFENSES", "REFERENCE_MINER_KWARGS", "defense_loss", "defense_miner", "train_embedder",
@@ -154,28 +158,39 @@ def train_embedder(
     loss_overrides: Optional[Mapping[str, Any]] = None,
     miner_overrides: Optional[Mapping[str, Any]] = None,
     sampler: Optional[Sampler] = None,
+    checkpoint_every: Optional[int] = None,
 ) -> Tuple[TrideTrainer, float]:
     """Train ``model`` on ``dataset`` with a named defense; returns the trainer and the training seconds.
 
     Adam (lr, weight decay), the defense's miner (``defense_miner``: margin and schedule for TrideMiner, seed),
     SPC-2 batches through PML's MPerClassSampler when the data set has at least batch_size / 2 classes (else
     shuffled batches, or, for a defense whose miner needs SPC-2 batches, :class:`~pml_tride.samplers.SPC2Sampler`
-    pairs with classes repeating within a batch), one checkpoint per epoch in
-    ``checkpoint_dir``, and ``resume`` from a checkpoint of the same run. ``steps`` and ``lam`` are passed to the
-    loss only when given (None: the loss class's default, e.g. 16 steps for TrideLoss, 32 for the baselines).
-    ``loss_overrides`` and ``miner_overrides`` pass further arguments to ``defense_loss`` and ``defense_miner``
-    (e.g. ``perturb``, ``progressive_alpha``; ``anchors``) for ablations of a named defense; the defense's own
-    arguments still take precedence. ``sampler`` replaces the automatic choice of batches.
+    pairs with classes repeating within a batch), one checkpoint per epoch in ``checkpoint_dir`` (and
+    ``latest.pt`` every ``checkpoint_every`` iterations), and ``resume`` from a checkpoint of the same run
+    (``"auto"``: ``checkpoint_dir/latest.pt`` when it exists). The run is a function of ``seed`` and the model's
+    initial weights: seed torch before building the model (``pml-tride train`` does). ``steps`` and ``lam`` are
+    passed to the loss only when given (None: the loss class's default, e.g. 16 steps for TrideLoss, 32 for the
+    baselines). ``loss_overrides`` and ``miner_overrides`` pass further arguments to ``defense_loss`` and
+    ``defense_miner`` (e.g. ``perturb``, ``progressive_alpha``; ``anchors``) for ablations of a named defense; the
+    defense's own arguments still take precedence. ``sampler`` replaces the automatic choice of batches.
+
+    Inside a torch.distributed process group (torchrun) the model is wrapped in ``DistributedDataParallel``
+    and every rank trains on its own ``batch_size`` images per step (see docs/scaling-out.md).
     """
     optional = {name: value for name, value in (("steps", steps), ("lam", lam)) if value is not None}
-    loss = defense_loss(defense, model, **{"margin": margin, "eps": eps, "alpha": alpha, **optional,
-                                           **(loss_overrides or {})})
     miner = defense_miner(defense, **{"margin": margin, "schedule": miner_schedule, "seed": seed,
                                       **(miner_overrides or {})})
     torch.manual_seed(seed)
     np.random.seed(seed)
+    random.seed(seed)
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
+    if resume == "auto":
+        latest = os.path.join(checkpoint_dir or "", LATEST_CHECKPOINT)
+        resume = latest if checkpoint_dir is not None and os.path.isfile(latest) else None
+    trained = wrap_model(model, device)
+    loss = defense_loss(defense, trained, **{"margin": margin, "eps": eps, "alpha": alpha, **optional,
+                                             **(loss_overrides or {})})
     labels = getattr(dataset, "labels", None)
     if labels is None:
         raise ValueError("the data set needs a 'labels' attribute (one label per item)")
@@ -191,7 +206,7 @@ def train_embedder(
             )
         sampler = SPC2Sampler(torch.as_tensor(labels), seed=seed)
     trainer = TrideTrainer(
-        models={"trunk": model},
+        models={"trunk": trained},
         optimizers={"trunk_optimizer": torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)},
         batch_size=batch_size,
         loss_funcs={"metric_loss": loss},
@@ -202,6 +217,8 @@ def train_embedder(
         dataloader_num_workers=0,
         data_device=device,
         checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every,
+        seed=seed,
     )
     start_epoch = trainer.load_checkpoint(resume) if resume else 1
     started = time.perf_counter()

@@ -273,7 +273,7 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
         triplets = lmu.convert_to_triplets(indices_tuple, labels, ref_labels, t_per_anchor=self.triplets_per_anchor)
         triplets = tuple(c_f.to_device(index, embeddings) for index in triplets)
         if len(triplets[0]) == 0:
-            return self.zero_losses()
+            return self._idle_losses(inputs.to(embeddings.device)) if self._wrapped else self.zero_losses()
         self._batch_rows, self._num_triplets = len(embeddings), len(triplets[0])
         try:
             return self.compute_adversarial_loss(embeddings, inputs.to(embeddings.device), triplets)
@@ -285,6 +285,30 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
     ) -> Dict[str, Dict[str, Any]]:
         """Attack, then return the PML loss dict of the adversarial training objective."""
         raise NotImplementedError
+
+    # ----------------------------------------------------------------- DistributedDataParallel
+    @property
+    def _wrapped(self) -> bool:
+        return isinstance(self.model, nn.parallel.DistributedDataParallel)
+
+    @property
+    def attacked_module(self) -> nn.Module:
+        """The module the attack runs on: the model itself, or the module inside a ``DistributedDataParallel``
+        wrapper, so that attack passes make no collective call and leave the gradient reducer untouched. The
+        training forward of the adversarial images goes through the wrapper (gradients synchronised once)."""
+        return self.model.module if self._wrapped else self.model
+
+    def _idle_losses(self, inputs: torch.Tensor) -> Dict[str, Dict[str, Any]]:
+        """Zero losses of a batch without triplets under DDP: the rank still makes the training forward through
+        the wrapper that the other ranks make for their adversarial images (same collective calls on every rank)."""
+        self._attacking = True
+        try:
+            output = self.model(inputs)
+        finally:
+            self._attacking = False
+        losses = self.zero_losses()
+        losses["loss"] = {"losses": (output * 0).sum(), "indices": None, "reduction_type": "already_reduced"}
+        return losses
 
     # ----------------------------------------------------------------- shared machinery for subclasses
     def pair_distances(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
@@ -316,9 +340,9 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
         size = self.chunk_size or max(len(images), 1)
         self._attacking = True
         try:
-            with frozen_model(self.model), torch.no_grad():
+            with frozen_model(self.attacked_module), torch.no_grad():
                 embeddings = torch.cat(
-                    [self.model(images[start:start + size]) for start in range(0, len(images), size)]
+                    [self.attacked_module(images[start:start + size]) for start in range(0, len(images), size)]
                 )
         finally:
             self._attacking = False
@@ -352,7 +376,7 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
         self._attacking = True
         try:
             result = projected_gradient_descent(
-                self.model,
+                self.attacked_module,
                 images,
                 objective,
                 eps=self.eps,
@@ -389,14 +413,15 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
         """Embeddings of the adversarial images in the model's current mode, with grad, for the training loss.
 
         When no step was taken the adversarial images equal the clean ones, so the caller's embeddings of
-        those rows are reused instead of a second forward pass. When there are more adversarial images than
-        ``chunk_size`` (``perturb="per_triplet"`` with many triplets), they are forwarded in chunks under
-        ``torch.utils.checkpoint``: only the chunk inputs are kept, and each chunk's activations are recomputed
-        in the backward pass (dropout draws the same masks; running statistics are updated once per chunk, not
-        again by the recomputation). Each chunk is one batch for the model, so BatchNorm in train mode
-        normalises a chunk with that chunk's statistics.
+        those rows are reused instead of a second forward pass, except under ``DistributedDataParallel``, where
+        every rank makes this forward through the wrapper whatever its own attack did (same collective calls).
+        When there are more adversarial images than ``chunk_size`` (``perturb="per_triplet"`` with many
+        triplets), they are forwarded in chunks under ``torch.utils.checkpoint``: only the chunk inputs are kept,
+        and each chunk's activations are recomputed in the backward pass (dropout draws the same masks; running
+        statistics are updated once per chunk, not again by the recomputation). Each chunk is one batch for the
+        model, so BatchNorm in train mode normalises a chunk with that chunk's statistics.
         """
-        if result.steps_taken == 0:
+        if result.steps_taken == 0 and not self._wrapped:
             return embeddings[perturbation.source_rows]
         images, size = result.adversarial, self.chunk_size
         self._attacking = True
