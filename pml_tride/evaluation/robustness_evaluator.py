@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
@@ -9,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from ..attacks import ATTACK_NAMES, AttackTrials, BaseRankingAttack, RetrievalPool, build_attacks
@@ -17,7 +18,23 @@ from ..pgd import frozen_model
 from .benign import benign_metrics
 from .robustness_report import RobustnessReport
 
-__all__ = ["RobustnessEvaluator"]
+__all__ = ["RobustnessEvaluator", "clean_recall_at_1"]
+
+# Query rows per block of distances in clean_recall_at_1.
+RECALL_BLOCK_ROWS = 256
+
+
+def clean_recall_at_1(pool: RetrievalPool, rows: torch.Tensor) -> float:
+    """Clean R@1 (percent) of the pool items ``rows`` as queries against the rest of the pool (own entry excluded,
+    stable sort), the definition of the benign R@1 restricted to these queries."""
+    hits = 0
+    for start in range(0, len(rows), RECALL_BLOCK_ROWS):
+        block = rows[start: start + RECALL_BLOCK_ROWS]
+        distances = torch.cdist(pool.embeddings[block], pool.embeddings)
+        distances[torch.arange(len(block)), block] = float("inf")
+        nearest = distances.argsort(dim=1, stable=True)[:, 0]
+        hits += int((pool.labels[nearest] == pool.labels[block]).sum())
+    return 100 * hits / len(rows)
 
 
 class RobustnessEvaluator:
@@ -41,6 +58,9 @@ class RobustnessEvaluator:
         benign: compute R@1/R@2/mAP/NMI (R@1 is needed for ARS).
         max_batches: attack only the first batches of each attack (a quick look; ERS/ARS then cover a subset).
         use_faiss: use faiss for k-means when installed.
+        queries: attack only this many test images, a random subset drawn from ``seed`` that is the same in every
+            call on a data set of the same size (monitoring during training); ``None``: all of them. The pool
+            and the benign metrics still cover the whole test set.
     """
 
     def __init__(
@@ -58,16 +78,20 @@ class RobustnessEvaluator:
         benign: bool = True,
         max_batches: Optional[int] = None,
         use_faiss: bool = True,
+        queries: Optional[int] = None,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if max_batches is not None and (not isinstance(max_batches, int) or max_batches < 1):
             raise ValueError(f"max_batches must be None or a positive integer, got {max_batches!r}")
+        if queries is not None and (isinstance(queries, bool) or not isinstance(queries, int) or queries < 1):
+            raise ValueError(f"queries must be None or a positive integer, got {queries!r}")
         self.attacks = build_attacks(attacks, eps=eps, alpha=alpha, steps=steps, input_range=input_range,
                                      robrank_compat=robrank_compat)
         self.eps, self.alpha, self.steps, self.batch_size, self.seed = eps, alpha, steps, batch_size, seed
         self.robrank_compat, self.device, self.input_range = robrank_compat, device, tuple(input_range)
         self.progress, self.benign, self.max_batches, self.use_faiss = progress, benign, max_batches, use_faiss
+        self.queries = queries
 
     def attack_seed(self, attack: BaseRankingAttack) -> int:
         """The seed of one attack's target selection, from ``seed`` and the attack's place in Table 2 (not its place
@@ -88,11 +112,24 @@ class RobustnessEvaluator:
     def _loader(self, dataset: Dataset) -> DataLoader:
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=0)
 
-    def _batches(self, loader: DataLoader, device: torch.device):
-        for index, (images, labels) in enumerate(loader):
-            if self.max_batches is not None and index >= self.max_batches:
-                return
-            yield index, images.to(device), torch.as_tensor(labels).to(device)
+    def attacked_indices(self, size: int) -> torch.Tensor:
+        """Pool indices of the attacked test images, in increasing order: all ``size`` of them, or the seeded
+        random subset of ``queries``; then cut to the first ``max_batches`` batches."""
+        if self.queries is None or self.queries >= size:
+            indices = torch.arange(size)
+        else:
+            seed = int(np.random.SeedSequence([self.seed, size]).generate_state(1)[0])
+            generator = torch.Generator().manual_seed(seed)
+            indices = torch.randperm(size, generator=generator)[: self.queries].sort().values
+        if self.max_batches is not None:
+            indices = indices[: self.max_batches * self.batch_size]
+        return indices
+
+    def _batches(self, dataset: Dataset, attacked: torch.Tensor, device: torch.device):
+        subset = dataset if len(attacked) == len(dataset) else Subset(dataset, attacked.tolist())
+        for index, (images, _) in enumerate(self._loader(subset)):
+            start = index * self.batch_size
+            yield images.to(device), attacked[start: start + len(images)].to(device)
 
     def build_pool(self, model: nn.Module, dataset: Dataset) -> RetrievalPool:
         """Clean, L2-normalised embeddings of the whole data set (model in eval mode, state restored)."""
@@ -119,8 +156,8 @@ class RobustnessEvaluator:
         started = time.perf_counter()
         pool = self.build_pool(model, dataset)
         benign = benign_metrics(pool.embeddings, pool.labels, use_faiss=self.use_faiss) if self.benign else {}
-        loader = self._loader(dataset)
-        batches = len(loader) if self.max_batches is None else min(len(loader), self.max_batches)
+        attacked = self.attacked_indices(len(dataset))
+        batches = math.ceil(len(attacked) / self.batch_size)
         collected: Dict[str, List[AttackTrials]] = {}
         timings: Dict[str, float] = {}
         with tqdm(total=batches * len(self.attacks), desc="attacks", disable=not self.progress) as bar:
@@ -128,9 +165,7 @@ class RobustnessEvaluator:
                 generator = torch.Generator().manual_seed(self.attack_seed(attack))
                 attack_started = time.perf_counter()
                 bar.set_postfix_str("/".join(attack.measurements))
-                for index, images, _ in self._batches(loader, device):
-                    pool_indices = torch.arange(index * self.batch_size, index * self.batch_size + len(images),
-                                                device=device)
+                for images, pool_indices in self._batches(dataset, attacked, device):
                     for name, trials in attack(model, images, pool, pool_indices, generator).items():
                         collected.setdefault(name, []).append(trials)
                     bar.update(1)
@@ -139,10 +174,11 @@ class RobustnessEvaluator:
         settings: Dict[str, Any] = {
             "eps": self.eps, "alpha": self.alpha, "steps": self.steps, "seed": self.seed,
             "robrank_compat": self.robrank_compat, "batch_size": self.batch_size, "pool_size": len(pool),
-            "attacked_batches": batches, "attack_seconds": timings,
-            "total_seconds": time.perf_counter() - started,
+            "attacked_batches": batches, "attacked_queries": len(attacked), "queries": self.queries,
+            "attack_seconds": timings, "total_seconds": time.perf_counter() - started,
         }
-        return RobustnessReport.from_trials(benign, trials, settings)
+        clean_r1 = None if len(attacked) == len(pool) else clean_recall_at_1(pool, attacked.to(pool.embeddings.device))
+        return RobustnessReport.from_trials(benign, trials, settings, clean_r1=clean_r1)
 
     @staticmethod
     def _concatenate(name: str, parts: List[AttackTrials]) -> AttackTrials:
