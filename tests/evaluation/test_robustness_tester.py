@@ -16,6 +16,7 @@ from pml_tride.evaluation import (
     ers_per_attack,
     robustness_metrics,
 )
+
 from tiny_models import tiny_cnn
 
 FAST = {"steps": 1, "batch_size": 12, "use_faiss": False}
