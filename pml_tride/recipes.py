@@ -6,7 +6,7 @@ Used by ``pml-tride train`` and ``pml-tride demo``; ``examples/cub_resnet18.py``
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -63,12 +63,15 @@ def train_embedder(
     checkpoint_dir: Optional[str] = None,
     resume: Optional[str] = None,
     iterations_per_epoch: Optional[int] = None,
+    end_of_epoch_hook: Optional[Callable[[TrideTrainer], Any]] = None,
+    disable_progress: bool = False,
 ) -> Tuple[TrideTrainer, float]:
     """Train ``model`` on ``dataset`` with a named defense; returns the trainer and the training seconds.
 
     Adam (lr, weight decay), TrideMiner(margin, schedule), SPC-2 batches through PML's MPerClassSampler when the
     data set has at least batch_size / 2 classes (else shuffled batches), one checkpoint per epoch in
-    ``checkpoint_dir``, and ``resume`` from a checkpoint of the same run.
+    ``checkpoint_dir``, and ``resume`` from a checkpoint of the same run. ``end_of_epoch_hook`` (e.g.
+    ``RobustnessTester.end_of_epoch_hook``) runs after every epoch; ``disable_progress`` hides the progress bars.
     """
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -95,6 +98,8 @@ def train_embedder(
         dataloader_num_workers=0,
         data_device=device,
         checkpoint_dir=checkpoint_dir,
+        end_of_epoch_hook=end_of_epoch_hook,
+        disable_progress=disable_progress,
     )
     start_epoch = trainer.load_checkpoint(resume) if resume else 1
     started = time.perf_counter()

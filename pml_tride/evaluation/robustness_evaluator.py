@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm.auto import tqdm
 
 from ..attacks import ATTACK_NAMES, AttackTrials, BaseRankingAttack, RetrievalPool, build_attacks
 from ..pgd import frozen_model
+from ..progress import progress_bar
 from .benign import benign_metrics
 from .robustness_report import RobustnessReport
 
@@ -136,8 +136,8 @@ class RobustnessEvaluator:
         device = self._device(model)
         embeddings, labels = [], []
         with frozen_model(model), torch.no_grad():
-            for images, batch_labels in tqdm(self._loader(dataset), desc="embedding the pool", leave=False,
-                                             disable=not self.progress):
+            for images, batch_labels in progress_bar(self._loader(dataset), desc="embedding the pool", leave=False,
+                                                     disable_progress=not self.progress):
                 embeddings.append(F.normalize(model(images.to(device)), dim=1))
                 labels.append(torch.as_tensor(batch_labels).to(device))
         return RetrievalPool(torch.cat(embeddings), torch.cat(labels))
@@ -160,7 +160,8 @@ class RobustnessEvaluator:
         batches = math.ceil(len(attacked) / self.batch_size)
         collected: Dict[str, List[AttackTrials]] = {}
         timings: Dict[str, float] = {}
-        with tqdm(total=batches * len(self.attacks), desc="attacks", disable=not self.progress) as bar:
+        total = batches * len(self.attacks)
+        with progress_bar(total=total, desc="attacks", disable_progress=not self.progress) as bar:
             for attack in self.attacks:
                 generator = torch.Generator().manual_seed(self.attack_seed(attack))
                 attack_started = time.perf_counter()

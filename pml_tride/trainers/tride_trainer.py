@@ -13,6 +13,7 @@ from pytorch_metric_learning import samplers, trainers
 from pytorch_metric_learning.utils import common_functions as c_f
 
 from ..losses.adversarial_triplet_loss import AdversarialTripletLoss
+from ..progress import progress_bar
 
 __all__ = ["TrideTrainer", "CHECKPOINT_FORMAT", "TRACKED_STATS"]
 
@@ -92,7 +93,9 @@ class TrideTrainer(trainers.MetricLossOnly):
     """PML's ``MetricLossOnly`` for adversarial triplet losses such as :class:`~pml_tride.TrideLoss`.
 
     Same constructor as ``MetricLossOnly``, plus ``checkpoint_dir`` (write ``epoch_<k>.pt`` and ``latest.pt``
-    after every epoch). On top of the PML trainer it
+    after every epoch) and ``disable_progress`` (hide the bar over epochs, with its time estimate, that
+    complements PML's bar over one epoch's iterations). ``models["embedder"]`` is optional: without it PML
+    adds an identity, as usual, but does not warn. On top of the PML trainer it
 
     * calls ``set_epoch(epoch, total_epochs)`` (0-based) on the metric loss and the tuple miner at the start of
       every epoch (progressive alpha, Appendix C; semi-hard band, Eq. 32);
@@ -108,9 +111,11 @@ class TrideTrainer(trainers.MetricLossOnly):
     only the training forward passes update them.
     """
 
-    def __init__(self, *args: Any, checkpoint_dir: Optional[str] = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, checkpoint_dir: Optional[str] = None, disable_progress: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.checkpoint_dir = checkpoint_dir
+        self.disable_progress = disable_progress
         self.total_epochs: Optional[int] = None
         self.history: List[Dict[str, Any]] = []
         metric_loss = self.loss_funcs.get("metric_loss")
@@ -126,6 +131,10 @@ class TrideTrainer(trainers.MetricLossOnly):
         user_hook = self.end_of_epoch_hook
         self.end_of_epoch_hook = self._end_of_epoch_wrapper(user_hook)
 
+    def modify_schema(self) -> None:
+        """The embedder is optional (the loss attacks the whole network): no 'models is missing "embedder"'."""
+        self.schema["models"].important = []
+
     # ------------------------------------------------------------------ epochs
     def train(self, start_epoch: int = 1, num_epochs: int = 1) -> None:
         """Train epochs ``start_epoch .. num_epochs`` (1-based and inclusive, as PML)."""
@@ -139,7 +148,30 @@ class TrideTrainer(trainers.MetricLossOnly):
                     stacklevel=2,
                 )
         self.total_epochs = num_epochs
-        super().train(start_epoch=start_epoch, num_epochs=num_epochs)
+        self._train_epochs(start_epoch, num_epochs)
+
+    def _train_epochs(self, start_epoch: int, num_epochs: int) -> None:
+        """PML's ``BaseTrainer.train`` loop, with a bar over the epochs and one over each epoch's iterations."""
+        self.initialize_dataloader()
+        with progress_bar(total=max(num_epochs - start_epoch + 1, 0), desc="epochs", unit="epoch",
+                          disable_progress=self.disable_progress) as epoch_bar:
+            for self.epoch in range(start_epoch, num_epochs + 1):
+                self.set_to_train()
+                c_f.LOGGER.info("TRAINING EPOCH %d", self.epoch)
+                with progress_bar(range(self.iterations_per_epoch), desc=f"epoch {self.epoch}", leave=False,
+                                  disable_progress=self.disable_progress) as iteration_bar:
+                    for self.iteration in iteration_bar:
+                        self.forward_and_backward()
+                        self.end_of_iteration_hook(self)
+                        total_loss = self.losses["total_loss"]
+                        iteration_bar.set_postfix(total_loss=float(torch.as_tensor(total_loss).detach()))
+                        self.step_lr_schedulers(end_of_epoch=False)
+                self.step_lr_schedulers(end_of_epoch=True)
+                self.zero_losses()
+                keep_training = self.end_of_epoch_hook(self) is not False
+                epoch_bar.update(1)
+                if not keep_training:
+                    break
 
     def _schedulable(self) -> List[Any]:
         return [f for f in (self.loss_funcs.get("metric_loss"), self.mining_funcs.get("tuple_miner"))

@@ -1,5 +1,6 @@
 """PML's logging presets (record-keeper + HookContainer) around TrideTrainer, as in PML's example notebooks."""
 
+import logging
 import sqlite3
 
 import torch
@@ -46,3 +47,14 @@ def test_hook_container_records_tride_loss_stats(tmp_path):
         assert stat in columns
     rows = database.execute("SELECT COUNT(*) FROM metric_loss_TrideLoss").fetchone()[0]
     assert rows == 4  # two iterations per epoch, log_freq=1
+
+
+def test_no_missing_embedder_message_without_an_embedder(caplog):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(36, 4))
+    with caplog.at_level(logging.INFO, logger="PML"):
+        trainer = TrideTrainer(models={"trunk": model},
+                               optimizers={"trunk_optimizer": torch.optim.SGD(model.parameters(), lr=0.1)},
+                               batch_size=12, loss_funcs={"metric_loss": TrideLoss(model, steps=1)},
+                               dataset=toy_dataset(), dataloader_num_workers=0, disable_progress=True)
+    assert "is missing" not in caplog.text
+    assert isinstance(trainer.models["embedder"], nn.Identity)
