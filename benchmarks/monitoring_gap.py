@@ -4,11 +4,13 @@ Trains the demo's two models (undefended and CA-TRIDE, the demo's settings) on d
 ``--every`` epochs, evaluates each with the full evaluation (every test digit, 32 steps) and with cheap
 configurations (a fixed random subset of queries and/or fewer steps). For each configuration and model it reports
 the mean absolute difference from the full ARS and ERS over the evaluated epochs, the mean signed difference
-(fewer steps make a weaker attack, so the cheap number is biased upwards), the largest difference, and whether
-the cheap numbers pick the same best epoch as the full ones.
+(fewer steps make a weaker attack, so the cheap number is biased upwards), the largest difference, the Spearman
+rank correlation of the cheap and the full numbers over epochs (does the cheap number follow the trend?), and
+whether the cheap numbers pick the same best epoch as the full ones.
 
     python benchmarks/monitoring_gap.py                       # demo settings, 20 epochs, every epoch
     python benchmarks/monitoring_gap.py --epochs 4 --device cuda --out gap.json
+    python benchmarks/monitoring_gap.py --from-json benchmarks/monitoring_gap_h100.json   # tables of a stored run
 """
 
 from __future__ import annotations
@@ -72,6 +74,30 @@ def measure(settings: DemoSettings, epochs: int, every: int, device: torch.devic
     return rows
 
 
+def _ranks(values: List[float]) -> List[float]:
+    """Ranks 1..n, ties given their mean rank."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for position in range(start, end + 1):
+            ranks[order[position]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
+def spearman(first: List[float], second: List[float]) -> float:
+    """Spearman's rank correlation: Pearson's correlation of the ranks."""
+    a, b = _ranks(first), _ranks(second)
+    mean_a, mean_b = sum(a) / len(a), sum(b) / len(b)
+    covariance = sum((x - mean_a) * (y - mean_b) for x, y in zip(a, b))
+    spread = (sum((x - mean_a) ** 2 for x in a) * sum((y - mean_b) ** 2 for y in b)) ** 0.5
+    return covariance / spread if spread > 0 else float("nan")
+
+
 def summarise(rows: Dict[str, List[dict]]) -> Dict[str, Dict[str, Dict[str, float]]]:
     """Per model and cheap configuration: mean |cheap - full|, mean (cheap - full), max |cheap - full| of ARS and
     ERS over epochs, whether the best epochs agree, and the mean seconds per evaluation."""
@@ -85,6 +111,8 @@ def summarise(rows: Dict[str, List[dict]]) -> Dict[str, Dict[str, Dict[str, floa
                 entry[f"{metric} mean abs diff"] = sum(abs(d) for d in differences) / len(differences)
                 entry[f"{metric} mean diff"] = sum(differences) / len(differences)
                 entry[f"{metric} max abs diff"] = max(abs(d) for d in differences)
+                entry[f"{metric} spearman"] = spearman([r[FULL][metric] for r in model_rows],
+                                                       [r[label][metric] for r in model_rows])
                 best_full = max(model_rows, key=lambda r: r[FULL][metric])["epoch"]
                 best_cheap = max(model_rows, key=lambda r, key=label: r[key][metric])["epoch"]
                 entry[f"{metric} same best epoch"] = float(best_full == best_cheap)
@@ -93,16 +121,20 @@ def summarise(rows: Dict[str, List[dict]]) -> Dict[str, Dict[str, Dict[str, floa
 
 
 def markdown(summary: Dict[str, Dict[str, Dict[str, float]]], epochs: int) -> str:
-    lines = ["| model | configuration | ARS mean abs diff | ARS mean diff | ARS max abs diff | ERS mean abs diff | "
-             "ERS mean diff | ERS max abs diff | same best epoch (ARS/ERS) | s per evaluation |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | configuration | ARS mean abs diff | ARS mean diff | ARS max abs diff | ARS Spearman | "
+             "ERS mean abs diff | ERS mean diff | ERS max abs diff | ERS Spearman | same best epoch (ARS/ERS) | "
+             "s per evaluation |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for model, entries in summary.items():
         for label, entry in entries.items():
+            if label == FULL:
+                continue
             same = "/".join("yes" if entry[f"{m} same best epoch"] else "no" for m in METRICS)
-            lines.append(f"| {model} | {label} | {entry['ARS mean abs diff']:.2f} | {entry['ARS mean diff']:+.2f} | "
-                         f"{entry['ARS max abs diff']:.2f} | {entry['ERS mean abs diff']:.2f} | "
-                         f"{entry['ERS mean diff']:+.2f} | {entry['ERS max abs diff']:.2f} | {same} | "
-                         f"{entry['seconds']:.1f} |")
+            cells = [f"{entry[f'{m} mean abs diff']:.2f} | {entry[f'{m} mean diff']:+.2f} | "
+                     f"{entry[f'{m} max abs diff']:.2f} | {entry[f'{m} spearman']:.2f}" for m in METRICS]
+            lines.append(f"| {model} | {label} | {' | '.join(cells)} | {same} | {entry['seconds']:.1f} |")
+        lines.append(f"| {model} | full (every test digit, 32 steps) | | | | | | | | | | "
+                     f"{entries[FULL]['seconds']:.1f} |")
     return f"{epochs} epochs\n\n" + "\n".join(lines)
 
 
@@ -115,7 +147,15 @@ def main() -> None:
     parser.add_argument("--out", default="monitoring_gap.json")
     parser.add_argument("--image-size", type=int, default=defaults.image_size, help="a smoke run: 8")
     parser.add_argument("--eval-steps", type=int, default=defaults.eval_steps, help="steps of the full evaluation")
+    parser.add_argument("--from-json", help="print the tables of a stored run instead of measuring")
     args = parser.parse_args()
+    if args.from_json:
+        with open(args.from_json) as handle:
+            stored = json.load(handle)
+        print(f"device {stored['device']}; models trained with: {stored['settings']}; evaluated every "
+              f"{stored['every']} epoch(s)")
+        print(markdown(summarise(stored["rows"]), stored["epochs"]))
+        return
     started = time.perf_counter()
     defaults.image_size, defaults.eval_steps = args.image_size, args.eval_steps
     rows = measure(defaults, args.epochs, args.every, torch.device(args.device))
