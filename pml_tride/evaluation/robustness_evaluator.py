@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import random
 import time
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -19,6 +21,19 @@ from .benign import benign_metrics
 from .robustness_report import RobustnessReport
 
 __all__ = ["RobustnessEvaluator", "clean_recall_at_1"]
+
+@contextlib.contextmanager
+def preserved_random_state() -> Iterator[None]:
+    """Restore the global torch, CUDA, numpy and Python random states on exit (data loaders draw their seeds
+    from torch's)."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []):
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
 
 # Query rows per block of distances in clean_recall_at_1.
 RECALL_BLOCK_ROWS = 256
@@ -143,7 +158,15 @@ class RobustnessEvaluator:
         return RetrievalPool(torch.cat(embeddings), torch.cat(labels))
 
     def evaluate(self, model: nn.Module, dataset: Dataset) -> RobustnessReport:
-        """Benign metrics, every attack on every test image, ERS and ARS."""
+        """Benign metrics, every attack on every test image, ERS and ARS.
+
+        The global random states (torch, CUDA, numpy, Python) are restored afterwards, so evaluating during
+        training (:class:`~pml_tride.evaluation.RobustnessTester`) does not change the training run.
+        """
+        with preserved_random_state():
+            return self._evaluate(model, dataset)
+
+    def _evaluate(self, model: nn.Module, dataset: Dataset) -> RobustnessReport:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if len(dataset) < 2:

@@ -151,3 +151,17 @@ def test_bad_arguments():
                                       splits_to_eval=[("val", ["train"])])
     with pytest.raises(ValueError, match="validation_split"):
         RobustnessTester().end_of_epoch_hook({"val": toy_dataset()}, validation_split="test")
+
+
+def test_monitoring_does_not_change_the_training_run():
+    def train(monitor):
+        torch.manual_seed(0)
+        model = tiny_cnn()
+        tester = RobustnessTester(**FAST)
+        trainer = tride_trainer(model, tester.end_of_epoch_hook({"val": toy_dataset(seed=2)}) if monitor else None)
+        trainer.train(num_epochs=2)  # shuffled batches: the data loader draws from torch's global generator
+        return model.state_dict(), torch.rand(1)
+
+    (monitored, after_monitored), (plain, after_plain) = train(True), train(False)
+    assert all(torch.equal(monitored[name], plain[name]) for name in plain)
+    assert torch.equal(after_monitored, after_plain)
