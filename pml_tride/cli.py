@@ -86,6 +86,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------------------------- train
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    from .evaluation import MONITORING_SETTINGS
     from .recipes import DEFENSES
 
     parser.add_argument("--dataset", choices=["digits", "cub", "cars", "sop"], default="digits")
@@ -115,8 +116,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="every K epochs, monitor robustness on the test split with the cheap RobustnessTester "
                              "(ARS, ERS, R@1 per epoch in the log, robustness.json and the checkpoints' history; "
                              "the best epoch is saved as best.pt); 0: never")
-    parser.add_argument("--eval-queries", type=int, default=224, help="attacked test images per monitoring run")
-    parser.add_argument("--eval-steps", type=int, default=8, help="PGD steps of the monitoring attacks")
+    parser.add_argument("--eval-queries", type=int, default=MONITORING_SETTINGS["queries"],
+                        help="attacked test images per monitoring run (default: %(default)s)")
+    parser.add_argument("--eval-steps", type=int, default=MONITORING_SETTINGS["steps"],
+                        help="PGD steps of the monitoring attacks (default: %(default)s)")
     parser.add_argument("--eval-attacks", default="all", help="'all' or a comma list of monitoring attacks")
     parser.add_argument("--eval-select", choices=["ARS", "ERS", "R@1"], default="ARS",
                         help="what best.pt maximises")
