@@ -11,7 +11,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Callable, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -159,6 +159,8 @@ def train_embedder(
     miner_overrides: Optional[Mapping[str, Any]] = None,
     sampler: Optional[Sampler] = None,
     checkpoint_every: Optional[int] = None,
+    end_of_epoch_hook: Optional[Callable[[TrideTrainer], Any]] = None,
+    disable_progress: bool = False,
 ) -> Tuple[TrideTrainer, float]:
     """Train ``model`` on ``dataset`` with a named defense; returns the trainer and the training seconds.
 
@@ -176,6 +178,8 @@ def train_embedder(
 
     Inside a torch.distributed process group (torchrun) the model is wrapped in ``DistributedDataParallel``
     and every rank trains on its own ``batch_size`` images per step (see docs/scaling-out.md).
+    ``end_of_epoch_hook`` (e.g. ``RobustnessTester.end_of_epoch_hook``) runs after every epoch;
+    ``disable_progress`` hides the progress bars.
     """
     optional = {name: value for name, value in (("steps", steps), ("lam", lam)) if value is not None}
     miner = defense_miner(defense, **{"margin": margin, "schedule": miner_schedule, "seed": seed,
@@ -219,6 +223,8 @@ def train_embedder(
         checkpoint_dir=checkpoint_dir,
         checkpoint_every=checkpoint_every,
         seed=seed,
+        end_of_epoch_hook=end_of_epoch_hook,
+        disable_progress=disable_progress,
     )
     start_epoch = trainer.load_checkpoint(resume) if resume else 1
     started = time.perf_counter()

@@ -52,9 +52,15 @@ def test_train_then_evaluate_the_trainer_checkpoint(tmp_path, capsys):
     assert "trained on 8x8" in capsys.readouterr().err
 
 
-def test_demo_quick(tmp_path):
+def test_demo_quick(tmp_path, capsys, caplog):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--image-size", "8", "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    for text in (printed.out, printed.err, caplog.text):  # nothing the user did not cause reads like an error
+        assert "is missing" not in text and "error" not in text.lower()
+    assert "| CA-TRIDE |" in printed.out and "epoch 2, test: ARS" in printed.err
+    monitored = [row for row in json.loads((out / "histories.json").read_text())["CA-TRIDE"] if "evaluation" in row]
+    assert [row["epoch"] for row in monitored] == [1, 2]
     for name in ("undefended_report.json", "ca_tride_report.json", "summary.md", "collapse_diagnostics.png",
                  "ars_per_attack.png"):
         assert os.path.getsize(out / name) > 0, name

@@ -43,6 +43,17 @@ DEFAULT_CHUNK_BATCHES = 4
 Triplets = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
+class ModelReference:
+    """Holds the attacked model by reference: not a submodule (not in ``state_dict()``, not moved by ``.to()``),
+    and not an ``nn.Module`` attribute that record-keeper's recursive walk of ``loss_funcs`` would descend into
+    (it names tables after the model's children, which sqlite rejects)."""
+
+    __slots__ = ("module",)
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+
 class PerturbationSet:
     """The images one phase perturbs: ``source_rows`` index the batch; ``positions(rows)`` maps batch rows
     of a triplet role to rows of the perturbed set.
@@ -121,7 +132,7 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
                 f"{type(self).__name__} needs a distance (smaller = closer), got the similarity "
                 f"{type(self.distance).__name__}; use e.g. LpDistance(normalize_embeddings=True, p=2)"
             )
-        object.__setattr__(self, "model", model)
+        self._model_reference = ModelReference(model)
         self.margin, self.eps, self.alpha, self.steps = margin, eps, alpha, steps
         self.progressive_alpha = progressive_alpha
         self.perturb = perturb
@@ -143,6 +154,11 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
             ["pgd_steps", "num_perturbed", "max_perturbation", "embedding_shift", "separability", "mean_distance",
              "pgd_forward_images", "pgd_backward_images"]
         )
+
+    @property
+    def model(self) -> nn.Module:
+        """The model the loss attacks (held by reference, see :class:`ModelReference`)."""
+        return self._model_reference.module
 
     @staticmethod
     def _check_number(name: str, value: float, minimum: float) -> None:

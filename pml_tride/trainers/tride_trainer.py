@@ -11,7 +11,6 @@ import torch
 import torch.distributed as dist
 from pytorch_metric_learning import trainers
 from pytorch_metric_learning.utils import common_functions as c_f
-from tqdm.auto import tqdm
 
 from ..checkpoint_io import atomic_save, load_state
 from ..distributed import (
@@ -24,6 +23,7 @@ from ..distributed import (
     unwrap_model,
 )
 from ..losses.adversarial_triplet_loss import AdversarialTripletLoss
+from ..progress import progress_bar
 from .batch_plan import BatchPlan
 
 __all__ = ["TrideTrainer", "TrainingDivergedError", "CHECKPOINT_FORMAT", "TRACKED_STATS", "LATEST_CHECKPOINT"]
@@ -94,8 +94,10 @@ class TrideTrainer(trainers.MetricLossOnly):
     """PML's ``MetricLossOnly`` for adversarial triplet losses such as :class:`~pml_tride.TrideLoss`.
 
     Same constructor as ``MetricLossOnly``, plus ``checkpoint_dir`` (write ``epoch_<k>.pt`` and ``latest.pt``
-    after every epoch), ``checkpoint_every`` (also write ``latest.pt`` every that many iterations, mid-epoch) and
-    ``seed`` (of the batch order; default: drawn from torch's generator). On top of the PML trainer it
+    after every epoch), ``checkpoint_every`` (also write ``latest.pt`` every that many iterations, mid-epoch),
+    ``seed`` (of the batch order; default: drawn from torch's generator) and ``disable_progress`` (hide the bars over
+    epochs and iterations, with their time estimates). ``models["embedder"]`` is optional: without it PML adds an
+    identity, as usual, but does not warn. On top of the PML trainer it
 
     * calls ``set_epoch(epoch, total_epochs)`` (0-based) on the metric loss and the tuple miner at the start of
       every epoch (progressive alpha, Appendix C; semi-hard band, Eq. 32);
@@ -124,6 +126,7 @@ class TrideTrainer(trainers.MetricLossOnly):
         checkpoint_dir: Optional[str] = None,
         checkpoint_every: Optional[int] = None,
         seed: Optional[int] = None,
+        disable_progress: bool = False,
         **kwargs: Any,
     ) -> None:
         if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
@@ -134,6 +137,7 @@ class TrideTrainer(trainers.MetricLossOnly):
         super().__init__(*args, **kwargs)
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
+        self.disable_progress = disable_progress
         self.total_epochs: Optional[int] = None
         self.history: List[Dict[str, Any]] = []
         self.last_checkpoint: Optional[str] = None
@@ -169,6 +173,10 @@ class TrideTrainer(trainers.MetricLossOnly):
         labels = c_f.process_label(labels, self.label_hierarchy_level, self.label_mapper)
         return self.maybe_do_batch_mining(data, labels)
 
+    def modify_schema(self) -> None:
+        """The embedder is optional (the loss attacks the whole network): no 'models is missing "embedder"'."""
+        self.schema["models"].important = []
+
     def train(self, start_epoch: int = 1, num_epochs: int = 1) -> None:
         """Train epochs ``start_epoch .. num_epochs`` (1-based and inclusive, as PML); after
         :meth:`load_checkpoint` of a mid-epoch checkpoint, the first epoch continues at the next iteration."""
@@ -176,27 +184,34 @@ class TrideTrainer(trainers.MetricLossOnly):
         self.total_epochs = num_epochs
         start_iteration = self._resume_iteration if start_epoch == self._resume_epoch else 0
         self._resume_epoch, self._resume_iteration = None, 0
-        for self.epoch in range(start_epoch, num_epochs + 1):
-            self.set_to_train()
-            for function in self._schedulable():
-                function.set_epoch(self.epoch - 1, num_epochs)
-            c_f.LOGGER.info("TRAINING EPOCH %d", self.epoch)
-            self._in_epoch = True
-            progress = tqdm(range(start_iteration, self.iterations_per_epoch), disable=get_rank() != 0)
-            for self.iteration in progress:
-                self.forward_and_backward()
-                self.end_of_iteration_hook(self)
-                total_loss = float(torch.as_tensor(self.losses["total_loss"]).detach())
-                progress.set_description(f"total_loss={total_loss:.5f}")
-                self.step_lr_schedulers(end_of_epoch=False)
-                if self._mid_epoch_checkpoint_due():
-                    self._write_checkpoint([os.path.join(self.checkpoint_dir, LATEST_CHECKPOINT)], epoch_complete=False)
-            start_iteration = 0
-            self.step_lr_schedulers(end_of_epoch=True)
-            self.zero_losses()
-            self._in_epoch = False
-            if self.end_of_epoch_hook(self) is False:
-                break
+        hidden = self.disable_progress or get_rank() != 0
+        with progress_bar(total=max(num_epochs - start_epoch + 1, 0), desc="epochs", unit="epoch",
+                          disable_progress=hidden) as epoch_bar:
+            for self.epoch in range(start_epoch, num_epochs + 1):
+                self.set_to_train()
+                for function in self._schedulable():
+                    function.set_epoch(self.epoch - 1, num_epochs)
+                c_f.LOGGER.info("TRAINING EPOCH %d", self.epoch)
+                self._in_epoch = True
+                with progress_bar(range(start_iteration, self.iterations_per_epoch), desc=f"epoch {self.epoch}",
+                                  leave=False, disable_progress=hidden) as iteration_bar:
+                    for self.iteration in iteration_bar:
+                        self.forward_and_backward()
+                        self.end_of_iteration_hook(self)
+                        total_loss = float(torch.as_tensor(self.losses["total_loss"]).detach())
+                        iteration_bar.set_postfix(total_loss=total_loss)
+                        self.step_lr_schedulers(end_of_epoch=False)
+                        if self._mid_epoch_checkpoint_due():
+                            self._write_checkpoint([os.path.join(self.checkpoint_dir, LATEST_CHECKPOINT)],
+                                                   epoch_complete=False)
+                start_iteration = 0
+                self.step_lr_schedulers(end_of_epoch=True)
+                self.zero_losses()
+                self._in_epoch = False
+                keep_training = self.end_of_epoch_hook(self) is not False
+                epoch_bar.update(1)
+                if not keep_training:
+                    break
 
     def _mid_epoch_checkpoint_due(self) -> bool:
         if self.checkpoint_every is None or self.iteration == self.iterations_per_epoch - 1:
