@@ -1,33 +1,53 @@
-"""Cost of one TrideLoss training step relative to its lower bound, measured in the same run.
+"""Cost of one training step of every defense relative to its lower bound, measured in the same run.
 
-For each phase (CAP, ANP) with ``awareness="none"`` (so all M PGD steps run), this times
+For each defense this times, interleaved (each step right next to its bound):
 
-* **step**: one full training step of a plain PML loop with ``TrideLoss`` (forward of the batch, the loss call with
+* **step**: one training step of a plain PML loop with the defense's loss (forward of the batch, the loss call with
   its attack, backward, optimizer step), and
-* **lower bound**: the work any implementation must do for the same step: M input-gradient forward+backward
-  passes (eval mode, frozen parameters) on exactly the images the phase perturbs, plus one training pass (forward
-  of the batch and of the adversarial images, the triplet loss, backward, optimizer step),
+* **lower bound**: the work any implementation must do for the same step: for each PGD call the defense made, the
+  steps it actually took of input-gradient forward+backward passes (eval mode, frozen parameters) on exactly as many
+  images as it perturbed, plus one training pass (forward of the batch and of the adversarial images, a triplet
+  loss, backward, optimizer step).
 
-interleaved (each step timed right next to its lower bound). It prints the ratio of the minimum times (the
-headline: on a shared machine interference only ever adds time, so the minima estimate the intrinsic cost, as
-``timeit`` recommends) and the median of the paired ratios. Goal: ratio <= 1.15. Absolute times are not comparable across
-runs or machines; the ratio is.
+Defenses: CA-TRIDE's CAP and ANP phases with ``awareness="none"`` (all M steps run), CA-TRIDE as shipped (phase
+"tride", collapse-aware early stop; the bound counts the steps it took), COLO-TRIDE, EST, ACT and HM (unique images
+and robrank's per-triplet copies), each where the installed package has it. It prints the ratio of the minimum
+times (the headline: on a shared machine interference only ever adds time, so the minima estimate the intrinsic
+cost, as ``timeit`` recommends) and the median of the paired ratios. Goal: ratio <= 1.10. Absolute times are not
+comparable across runs or machines; the ratio is.
 
-    python benchmarks/step_cost.py               # small CNN, 112 images of 32x32, M = 16
-    python benchmarks/step_cost.py --quick       # fewer repeats
+    python benchmarks/step_cost.py               # small CNN, 112 images of 32x32, each defense's own steps
+    python benchmarks/step_cost.py --quick       # fewer repeats, smaller images (a smoke run)
+    python benchmarks/step_cost.py --defenses cap,anp
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import json
 import statistics
-import time
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
+from bench_common import (
+    AttackRecorder,
+    PairedTimes,
+    describe_records,
+    lower_bound_step,
+    markdown_table,
+    pair_batch,
+    timed,
+    training_step,
+)
 from torch import nn
 
-from pml_tride import TrideLoss
-from pml_tride.losses.adversarial_triplet_loss import PerturbationSet
+import pml_tride
+
+GOAL = 1.10
+SCHEDULE_EPOCH, SCHEDULE_EPOCHS = 50, 100
 
 
 def small_cnn(embedding_dim: int = 64) -> nn.Module:
@@ -38,99 +58,103 @@ def small_cnn(embedding_dim: int = 64) -> nn.Module:
                          nn.Linear(64, embedding_dim))
 
 
-def pair_batch(pairs: int, image_size: int, generator: torch.Generator):
-    """SPC-2 batch (a0, p0, a1, p1, ...) with one triplet per pair: (2i, 2i+1, random other-class image)."""
-    images = torch.rand(2 * pairs, 3, image_size, image_size, generator=generator)
-    labels = torch.arange(pairs).repeat_interleave(2)
-    anchors = torch.arange(0, 2 * pairs, 2)
-    offsets = torch.randint(1, pairs, (pairs,), generator=generator)
-    negatives = 2 * ((torch.arange(pairs) + offsets) % pairs) + torch.randint(0, 2, (pairs,), generator=generator)
-    return images, labels, (anchors, anchors + 1, negatives)
+def tride(**kwargs) -> Callable[[nn.Module], Any]:
+    return lambda model: pml_tride.TrideLoss(model, progressive_alpha=False, **kwargs)
 
 
-def tride_step(model, optimizer, loss_func, images, labels, triplets):
-    optimizer.zero_grad()
-    embeddings = model(images)
-    loss_func(embeddings, labels, triplets).backward()
-    optimizer.step()
+def colo(model: nn.Module):
+    if "orientation" not in inspect.signature(pml_tride.TrideLoss).parameters:
+        return None
+    return pml_tride.TrideLoss(model, orientation="assist", progressive_alpha=False)
 
 
-def lower_bound_step(model, optimizer, images, perturbed_rows, steps, margin, triplets):
-    perturbed = images[perturbed_rows]
-    flags = [p.requires_grad for p in model.parameters()]
-    model.eval()
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    adversarial = perturbed.clone()
-    for _ in range(steps):
-        adversarial.requires_grad_(True)
-        (gradient,) = torch.autograd.grad(model(adversarial).sum(), adversarial)
-        adversarial = (adversarial.detach() + gradient.sign() / 255).clamp(0, 1)
-    for parameter, flag in zip(model.parameters(), flags):
-        parameter.requires_grad_(flag)
-    model.train()
-    optimizer.zero_grad()
-    embeddings = model(images)
-    adversarial_embeddings = model(adversarial)
-    anchors, positives, negatives = triplets
-    count = len(anchors)
-    distance = torch.nn.functional.pairwise_distance
-    loss = torch.relu(
-        distance(embeddings[anchors], adversarial_embeddings[:count])
-        - distance(embeddings[anchors], adversarial_embeddings[-count:])
-        + margin
-    ).mean()
-    loss.backward()
-    optimizer.step()
+def baseline(class_name: str, **kwargs) -> Callable[[nn.Module], Any]:
+    def build(model: nn.Module):
+        loss_class = getattr(pml_tride, class_name, None)
+        return None if loss_class is None else loss_class(model, **kwargs)
+
+    return build
 
 
-def measure(phase: str, args) -> float:
-    generator = torch.Generator().manual_seed(args.seed)
-    images, labels, triplets = pair_batch(args.pairs, args.image_size, generator)
+DEFENSES: Dict[str, Callable[[nn.Module], Any]] = {
+    "cap": tride(phase="cap", awareness="none"),
+    "anp": tride(phase="anp", awareness="none"),
+    "ca-tride": tride(phase="tride"),
+    "colo-tride": colo,
+    "est": baseline("ESTLoss"),
+    "act": baseline("ACTLoss"),
+    "hm": baseline("HMLoss"),
+    "hm-per-triplet": baseline("HMLoss", perturb="per_triplet"),
+}
+LABELS = {"cap": "CAP (all steps)", "anp": "ANP (all steps)", "ca-tride": "CA-TRIDE (early stop)",
+          "colo-tride": "COLO-TRIDE", "est": "EST", "act": "ACT", "hm": "HM (unique)",
+          "hm-per-triplet": "HM (per-triplet, robrank)"}
+
+
+def measure(name: str, args, images, labels, triplets) -> Optional[Dict[str, Any]]:
+    torch.manual_seed(args.seed)
     model = small_cnn()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-    loss_func = TrideLoss(model, phase=phase, awareness="none", steps=args.steps, progressive_alpha=False)
-    anchors, positives, negatives = triplets
-    roles = (positives, negatives) if phase == "cap" else (anchors,)
-    perturbed_rows = PerturbationSet(roles, "unique").source_rows
-    step_times, bound_times = [], []
+    loss_func = DEFENSES[name](model)
+    if loss_func is None:
+        print(f"{LABELS[name]}: not available in this version of pml_tride")
+        return None
+    loss_func.progressive_alpha = False
+    loss_func.set_epoch(SCHEDULE_EPOCH, SCHEDULE_EPOCHS)
+    recorder = AttackRecorder(loss_func)
+    times = PairedTimes()
+    device = torch.device("cpu")
+    records: List[Any] = []
     for repeat in range(args.warmup + args.repeats):
-        start = time.perf_counter()
-        tride_step(model, optimizer, loss_func, images, labels, triplets)
-        middle = time.perf_counter()
-        lower_bound_step(model, optimizer, images, perturbed_rows, args.steps, loss_func.margin, triplets)
-        end = time.perf_counter()
+        step = timed(lambda: training_step(model, optimizer, loss_func, images, labels, triplets), device)
+        records = recorder.take()
+        bound = timed(lambda records=records: lower_bound_step(model, optimizer, images, records, loss_func.margin,
+                                                               triplets), device)
         if repeat >= args.warmup:
-            step_times.append(middle - start)
-            bound_times.append(end - middle)
-    ratio = statistics.median(step / bound for step, bound in zip(step_times, bound_times))
-    minimum_ratio = min(step_times) / min(bound_times)
-    print(f"{phase.upper()}: perturbed {len(perturbed_rows)} of {len(images)} images, M={args.steps}: "
-          f"step {statistics.median(step_times) * 1e3:.1f} ms, lower bound {statistics.median(bound_times) * 1e3:.1f} ms "
-          f"(medians); ratio {minimum_ratio:.3f} (ratio of minima), {ratio:.3f} (median of paired ratios)")
-    return minimum_ratio
+            times.step.append(step)
+            times.bound.append(bound)
+    print(f"{LABELS[name]}: PGD {describe_records(records)} (images x steps, last step) of {len(images)} images: "
+          f"step {statistics.median(times.step) * 1e3:.1f} ms, lower bound {statistics.median(times.bound) * 1e3:.1f} "
+          f"ms (medians); ratio {times.ratio_of_minima:.3f} (ratio of minima), {times.median_ratio:.3f} (median of "
+          "paired ratios)")
+    return {"defense": LABELS[name], "work": describe_records(records), "step_ms_min": 1e3 * min(times.step),
+            "bound_ms_min": 1e3 * min(times.bound), "ratio": times.ratio_of_minima, "median_ratio": times.median_ratio}
 
 
-def main() -> None:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--defenses", default=",".join(DEFENSES), help=f"comma-separated subset of {list(DEFENSES)}")
     parser.add_argument("--pairs", type=int, default=56, help="SPC-2 pairs per batch (112 images, as the paper)")
     parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--quick", action="store_true", help="3 repeats, 1 warm-up (a smoke run for CI)")
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="2 repeats, 1 warm-up, 8 pairs of 16x16 (a smoke run)")
+    parser.add_argument("--out", default=None, help="also write the results as JSON")
+    args = parser.parse_args(argv)
     if args.quick:
-        args.repeats, args.warmup = 3, 1
+        args.repeats, args.warmup, args.pairs, args.image_size = 2, 1, 8, 16
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    ratios = {phase: measure(phase, args) for phase in ("cap", "anp")}
-    print("ratios of minima (TrideLoss step / lower bound; goal <= 1.15): "
-          + ", ".join(f"{phase.upper()} {ratio:.3f}" for phase, ratio in ratios.items()))
+    names = [name for name in args.defenses.split(",") if name]
+    unknown = [name for name in names if name not in DEFENSES]
+    if unknown:
+        raise SystemExit(f"unknown defenses {unknown}; valid: {list(DEFENSES)}")
+    generator = torch.Generator().manual_seed(args.seed)
+    images, labels, triplets = pair_batch(args.pairs, args.image_size, generator)
+    results = [result for name in names if (result := measure(name, args, images, labels, triplets))]
+    print()
+    print(markdown_table(
+        ("defense", "PGD images x steps", "step (ms, min)", "bound (ms, min)", "ratio of minima", "median ratio"),
+        [[r["defense"], r["work"], f"{r['step_ms_min']:.1f}", f"{r['bound_ms_min']:.1f}", f"{r['ratio']:.3f}",
+          f"{r['median_ratio']:.3f}"] for r in results]))
+    print(f"\nratios of minima (step / lower bound; goal <= {GOAL:.2f}): "
+          + ", ".join(f"{r['defense']} {r['ratio']:.3f}" for r in results))
+    if args.out:
+        Path(args.out).write_text(json.dumps({"config": vars(args), "results": results}, indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

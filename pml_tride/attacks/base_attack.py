@@ -109,8 +109,8 @@ def uniform_indices(
     """``count`` indices uniform over [0, high), drawn on the CPU from ``generator``; with ``exclude`` (one index
     per row), uniform over the other ``high - 1`` indices of each row."""
     if exclude is None:
-        return torch.randint(0, high, (count,), generator=generator).to(device)
-    drawn = torch.randint(0, high - 1, (count,), generator=generator).to(device)
+        return torch.randint(0, high, (count,), generator=generator, device="cpu").to(device)
+    drawn = torch.randint(0, high - 1, (count,), generator=generator, device="cpu").to(device)
     return drawn + (drawn >= exclude).long()
 
 

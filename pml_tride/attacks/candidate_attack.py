@@ -23,7 +23,8 @@ def top_neighbours(distances: torch.Tensor, pool_indices: torch.Tensor) -> torch
 
 def pick_one(candidates: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
     """One column of each row of ``candidates``, uniformly."""
-    columns = torch.randint(0, candidates.shape[1], (candidates.shape[0],), generator=generator).to(candidates.device)
+    columns = torch.randint(0, candidates.shape[1], (candidates.shape[0],), generator=generator, device="cpu")
+    columns = columns.to(candidates.device)
     return candidates.gather(1, columns[:, None]).squeeze(1)
 
 

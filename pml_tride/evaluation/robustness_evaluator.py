@@ -92,7 +92,7 @@ class RobustnessEvaluator:
         for index, (images, labels) in enumerate(loader):
             if self.max_batches is not None and index >= self.max_batches:
                 return
-            yield index, images.to(device), torch.as_tensor(labels).to(device)
+            yield index, images.to(device), torch.as_tensor(labels, device=device)
 
     def build_pool(self, model: nn.Module, dataset: Dataset) -> RetrievalPool:
         """Clean, L2-normalised embeddings of the whole data set (model in eval mode, state restored)."""
@@ -102,7 +102,7 @@ class RobustnessEvaluator:
             for images, batch_labels in tqdm(self._loader(dataset), desc="embedding the pool", leave=False,
                                              disable=not self.progress):
                 embeddings.append(F.normalize(model(images.to(device)), dim=1))
-                labels.append(torch.as_tensor(batch_labels).to(device))
+                labels.append(torch.as_tensor(batch_labels, device=device))
         return RetrievalPool(torch.cat(embeddings), torch.cat(labels))
 
     def evaluate(self, model: nn.Module, dataset: Dataset) -> RobustnessReport:

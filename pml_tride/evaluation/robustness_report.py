@@ -87,10 +87,10 @@ class RobustnessReport:
         with open(path) as handle:
             state = json.load(handle)
         state["trials"] = {
-            name: AttackTrials(name=name, query_index=torch.tensor(t["query_index"], dtype=torch.long),
-                               target_index=torch.tensor(t["target_index"], dtype=torch.long),
-                               before=torch.tensor(t["before"], dtype=torch.float64),
-                               after=torch.tensor(t["after"], dtype=torch.float64))
+            name: AttackTrials(name=name, query_index=torch.tensor(t["query_index"], dtype=torch.long, device="cpu"),
+                               target_index=torch.tensor(t["target_index"], dtype=torch.long, device="cpu"),
+                               before=torch.tensor(t["before"], dtype=torch.float64, device="cpu"),
+                               after=torch.tensor(t["after"], dtype=torch.float64, device="cpu"))
             for name, t in state["trials"].items()
         }
         return cls(**state)

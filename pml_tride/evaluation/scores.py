@@ -109,6 +109,13 @@ def _resistance(before: torch.Tensor, after: torch.Tensor, goal: float, sign_han
     return (1 - progress).clamp(0, 1)
 
 
+def _float64(values) -> torch.Tensor:
+    """float64 values, on their own device when already a tensor (else on the CPU)."""
+    if isinstance(values, torch.Tensor):
+        return values.to(torch.float64)
+    return torch.as_tensor(values, dtype=torch.float64, device="cpu")
+
+
 def ars_per_trial(trials: Mapping[str, "object"], sign_handling: str = "signed_clip") -> PerTrialARS:
     """ARS from recorded trials (Eq. 15, 27-30): R_i = 1 - (O_r - O_i) / (O_g - O_i), averaged over trials.
 
@@ -126,8 +133,7 @@ def ars_per_trial(trials: Mapping[str, "object"], sign_handling: str = "signed_c
         raise ValueError(f"ars_per_trial needs trials for {missing}")
     scores, excluded = {}, {}
     for name in ARS_ATTACKS:
-        before = torch.as_tensor(trials[name].before, dtype=torch.float64)
-        after = torch.as_tensor(trials[name].after, dtype=torch.float64)
+        before, after = _float64(trials[name].before), _float64(trials[name].after)
         if name in RECALL_ATTACKS:
             clean = before.mean().item()
             if clean == 0:

@@ -36,6 +36,9 @@ from ..schedules import check_epoch, progressive_alpha
 __all__ = ["AdversarialTripletLoss", "PerturbationSet", "PERTURB_MODES"]
 
 PERTURB_MODES = ("unique", "per_triplet")
+# Without attack_batch_size, a pass holds at most this many of the caller's batches: a per-triplet copy set of a
+# mined batch (at most 3 copies per triplet, one triplet per anchor) runs unchunked, dense miners' sets in chunks.
+DEFAULT_CHUNK_BATCHES = 4
 
 Triplets = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -75,7 +78,9 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
         triplets_per_anchor: used when the loss builds triplets itself (no indices_tuple or pairs), as in
             PML's ``TripletMarginLoss``.
         attack_batch_size: most images pushed through the model at once by the attack, the clean embeddings it
-            needs and the training forward of the adversarial images (None: the size of the caller's batch).
+            needs and the training forward of the adversarial images (None: ``DEFAULT_CHUNK_BATCHES`` times the
+            size of the caller's batch, so the per-triplet copies of a mined batch, e.g. HM's 3 x 56 for 112
+            images, run in one pass, and only dense miners' tens of thousands of copies are chunked).
             The attack's result does not depend on it; see :meth:`training_embeddings` for BatchNorm.
         **kwargs: PML loss arguments (``distance``, ``reducer``, ``collect_stats``, ``embedding_regularizer``).
     """
@@ -295,8 +300,10 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
 
     @property
     def chunk_size(self) -> Optional[int]:
-        """Images per pass in the current call: ``attack_batch_size``, else the caller's batch size."""
-        return self.attack_batch_size if self.attack_batch_size is not None else self._batch_rows
+        """Images per pass in the current call: ``attack_batch_size``, else DEFAULT_CHUNK_BATCHES caller's batches."""
+        if self.attack_batch_size is not None:
+            return self.attack_batch_size
+        return None if self._batch_rows is None else DEFAULT_CHUNK_BATCHES * self._batch_rows
 
     def _count_passes(self, forward_images: int, backward_images: int) -> None:
         if self.collect_stats:

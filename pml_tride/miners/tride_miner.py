@@ -91,8 +91,12 @@ class TrideMiner(BaseMiner):
             self.generator.set_state(state["generator"])
 
     def _uniform_choice(self, mask: torch.Tensor) -> torch.Tensor:
-        """For each row, a column drawn uniformly among the True entries of ``mask`` (rows need one)."""
-        scores = torch.rand(mask.shape, generator=self.generator).to(mask.device)
+        """For each row, a column drawn uniformly among the True entries of ``mask`` (rows need one); drawn on the
+        CPU from the miner's generator (reproducible on any device), else on the mask's device."""
+        if self.generator is None:
+            scores = torch.rand(mask.shape, device=mask.device)
+        else:
+            scores = torch.rand(mask.shape, generator=self.generator, device="cpu").to(mask.device)
         return torch.where(mask, scores, torch.full_like(scores, -1.0)).argmax(dim=1)
 
     @staticmethod

@@ -8,6 +8,7 @@ from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.inference import CustomKNN, FaissKNN
 
 from pml_tride.evaluation import benign_metrics, retrieval_metrics
+from pml_tride.evaluation.benign import ClassMembers, relevant_positions
 
 
 def data(count=60, classes=6, dim=5, seed=0):
@@ -68,3 +69,68 @@ def test_nmi_high_for_separated_classes(use_faiss):
 def test_bad_shapes_raise():
     with pytest.raises(ValueError, match="labels"):
         benign_metrics(torch.rand(5, 2), torch.zeros(4))
+
+
+def sorted_retrieval_metrics(embeddings, labels, batch_size):
+    """The former implementation: every row sorted (stable, ties by index); the reference of the rank counting."""
+    embeddings = F.normalize(embeddings.float(), dim=1)
+    total = len(labels)
+    hits = {1: 0.0, 2: 0.0}
+    average_precision_sum, scored_queries = 0.0, 0
+    for start in range(0, total, batch_size):
+        rows = torch.arange(start, min(start + batch_size, total))
+        distances = torch.cdist(embeddings[rows], embeddings)
+        distances[torch.arange(len(rows)), rows] = float("inf")
+        order = distances.argsort(dim=1, stable=True)[:, : total - 1]
+        relevant = (labels[order] == labels[rows][:, None]).double()
+        for k in hits:
+            hits[k] += relevant[:, :k].max(dim=1).values.sum().item()
+        relevant_count = relevant.sum(dim=1)
+        precision = relevant.cumsum(dim=1) / torch.arange(1, total, dtype=torch.float64)
+        has_relevant = relevant_count > 0
+        average_precision = (precision * relevant).sum(dim=1)[has_relevant] / relevant_count[has_relevant]
+        average_precision_sum += average_precision.sum().item()
+        scored_queries += int(has_relevant.sum())
+    metrics = {f"R@{k}": 100 * hits[k] / total for k in hits}
+    metrics["mAP"] = 100 * average_precision_sum / max(scored_queries, 1)
+    return metrics
+
+
+def tied_data(count=80, seed=3):
+    """Embeddings on a coarse grid: many exact distance ties, duplicates, lone labels and uneven classes."""
+    generator = torch.Generator().manual_seed(seed)
+    embeddings = torch.randint(-1, 2, (count, 3), generator=generator).float()
+    embeddings[embeddings.abs().sum(dim=1) == 0] = 1.0
+    labels = torch.randint(0, 9, (count,), generator=generator)
+    labels[:3] = torch.tensor([100, 101, 102])  # three lone labels: no relevant item
+    return embeddings, labels
+
+
+@pytest.mark.parametrize("make", [data, tied_data], ids=["continuous", "ties"])
+@pytest.mark.parametrize("batch_size", [1, 7, 256])
+def test_rank_counting_equals_sorting_every_row(make, batch_size):
+    embeddings, labels = make()
+    expected = sorted_retrieval_metrics(embeddings, labels, batch_size)
+    metrics = retrieval_metrics(embeddings, labels, batch_size=batch_size)
+    assert metrics["R@1"] == expected["R@1"] and metrics["R@2"] == expected["R@2"]
+    assert metrics["mAP"] == pytest.approx(expected["mAP"], rel=1e-12, abs=0)
+
+
+def test_relevant_positions_are_the_places_in_a_stable_sort():
+    embeddings, labels = tied_data(count=50, seed=5)
+    unit = F.normalize(embeddings, dim=1)
+    distances = torch.cdist(unit, unit)
+    rows = torch.arange(len(labels))
+    positions, counts = relevant_positions(distances, *ClassMembers(labels).relevant(rows), rows)
+    for query in range(len(labels)):
+        others = [j for j in range(len(labels)) if j != query]
+        order = sorted(others, key=lambda j: (distances[query, j].item(), j))
+        expected = [place for place, j in enumerate(order, start=1) if labels[j] == labels[query]]
+        assert counts[query] == len(expected)
+        assert positions[query, : len(expected)].tolist() == expected
+
+
+def test_all_items_of_one_class_have_average_precision_one():
+    embeddings, _ = data(count=30)
+    metrics = retrieval_metrics(embeddings, torch.zeros(30, dtype=torch.long), batch_size=4)
+    assert metrics == {"R@1": 100.0, "R@2": 100.0, "mAP": 100.0}

@@ -6,6 +6,7 @@ from pytorch_metric_learning import miners
 from torch import nn
 
 from pml_tride import TrideLoss, pgd
+from pml_tride.losses.adversarial_triplet_loss import DEFAULT_CHUNK_BATCHES
 from tiny_models import tiny_cnn
 
 
@@ -34,19 +35,20 @@ def loss_and_gradients(model, images, labels, indices, **kwargs):
     return values, gradients
 
 
-def test_dense_pml_miner_with_per_triplet_copies_runs_in_batch_sized_chunks():
+def test_dense_pml_miner_with_per_triplet_copies_runs_in_bounded_chunks():
     """The reported failure at small scale: a dense TripletMarginMiner yields many more triplets than images; with
-    perturb="per_triplet" every pass is now at most one batch, and the result equals the unchunked one."""
+    perturb="per_triplet" every pass is now at most DEFAULT_CHUNK_BATCHES batches, and the result equals the
+    unchunked one."""
     torch.manual_seed(0)
     model = tiny_cnn().double().eval()  # eval mode: BatchNorm uses running statistics, rows are independent
     images, labels = dense_batch()
     indices = miners.TripletMarginMiner(margin=0.2, type_of_triplets="semihard")(model(images), labels)
-    assert len(indices[0]) > 4 * len(images)
+    assert 2 * len(indices[0]) > DEFAULT_CHUNK_BATCHES * len(images)  # CAP's copies exceed one chunk
     sizes = []
     hook = model.register_forward_hook(lambda module, args, output: sizes.append(len(args[0])))
     chunked_values, chunked_gradients = loss_and_gradients(model, images, labels, indices)
     hook.remove()
-    assert max(sizes) == len(images)
+    assert max(sizes) == DEFAULT_CHUNK_BATCHES * len(images)
     whole_values, whole_gradients = loss_and_gradients(model, images, labels, indices, attack_batch_size=10**6)
     for chunked, whole in zip(chunked_values, whole_values):
         assert torch.allclose(chunked, whole, rtol=0, atol=1e-12)

@@ -1,0 +1,209 @@
+"""Helpers shared by the benchmark scripts: batches, the lower bound of an adversarial step, timing, a time budget.
+
+The scripts put ``benchmarks/`` first on ``sys.path`` (Python does so for the script's folder), so they import this
+module as ``bench_common``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable, ContextManager, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+# The paper's step size (1/255) for the bound's signed steps: any value gives the same cost.
+BOUND_STEP_SIZE = 1 / 255
+
+Triplets = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA kernels run asynchronously); nothing to wait for on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(function: Callable[[], object], device: torch.device) -> float:
+    """Wall seconds of ``function()``, the device synchronised before and after."""
+    synchronize(device)
+    start = time.perf_counter()
+    function()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def pair_batch(pairs: int, image_size: int, generator: torch.Generator, channels: int = 3):
+    """SPC-2 batch (a0, p0, a1, p1, ...) with one triplet per pair: (2i, 2i+1, a random other-class image)."""
+    images = torch.rand(2 * pairs, channels, image_size, image_size, generator=generator)
+    labels = torch.arange(pairs).repeat_interleave(2)
+    anchors = torch.arange(0, 2 * pairs, 2)
+    offsets = torch.randint(1, pairs, (pairs,), generator=generator)
+    negatives = 2 * ((torch.arange(pairs) + offsets) % pairs) + torch.randint(0, 2, (pairs,), generator=generator)
+    return images, labels, (anchors, anchors + 1, negatives)
+
+
+@dataclass
+class AttackRecord:
+    """One PGD call of a defense: how many images it perturbed, how many signed steps it took, and the images it
+    pushed through the model forward and backward (the engine's counters when it has them, else images x
+    iterations: one forward per iteration, the early-stop check included, one backward per step)."""
+
+    images: int
+    steps: int
+    forward_images: int = 0
+    backward_images: int = 0
+
+
+@dataclass
+class AttackRecorder:
+    """Wraps a defense's :meth:`attack` (an instance attribute shadowing the method) to record every PGD call,
+    without turning on the loss's statistics (they add host syncs the bound does not have)."""
+
+    loss: nn.Module
+    records: List[AttackRecord] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        original = self.loss.attack
+
+        def recording_attack(images, objective, stop_condition=None):
+            result = original(images, objective, stop_condition)
+            iterations = result.steps_taken + int(result.stopped_early)
+            forward = getattr(result, "forward_images", None)
+            backward = getattr(result, "backward_images", None)
+            self.records.append(AttackRecord(
+                len(images), result.steps_taken,
+                forward if forward is not None else len(images) * iterations,
+                backward if backward is not None else len(images) * result.steps_taken,
+            ))
+            return result
+
+        object.__setattr__(self.loss, "attack", recording_attack)
+
+    def take(self) -> List[AttackRecord]:
+        """The records since the last call, cleared."""
+        records, self.records = self.records, []
+        return records
+
+
+def input_gradient_passes(model: nn.Module, images: torch.Tensor, steps: int, sync_every_step: bool = False
+                          ) -> torch.Tensor:
+    """``steps`` signed-gradient steps on ``images`` (eval mode, frozen parameters): the irreducible work of a PGD
+    attack. ``sync_every_step`` reads the loss on the host every step, as an early-stop check does."""
+    flags = [parameter.requires_grad for parameter in model.parameters()]
+    training = model.training
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    adversarial = images.detach().clone()
+    try:
+        for _ in range(steps):
+            adversarial.requires_grad_(True)
+            loss = model(adversarial).float().sum()
+            if sync_every_step:
+                loss.item()
+            (gradient,) = torch.autograd.grad(loss, adversarial)
+            adversarial = (adversarial.detach() + BOUND_STEP_SIZE * gradient.sign()).clamp(0, 1)
+    finally:
+        for parameter, flag in zip(model.parameters(), flags):
+            parameter.requires_grad_(flag)
+        model.train(training)
+    return adversarial.detach()
+
+
+def lower_bound_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+                     records: Sequence[AttackRecord], margin: float, triplets: Triplets,
+                     autocast: Callable[[], ContextManager] = contextlib.nullcontext) -> None:
+    """The work any implementation of an adversarial training step must do: for each PGD call of the defense,
+    its steps of input-gradient passes on exactly as many images as it perturbed, then one training pass (forward
+    of the batch and of the adversarial images, a triplet loss, backward, optimizer step)."""
+    adversarial = []
+    with autocast():
+        for record in records:
+            rows = torch.arange(record.images, device=images.device) % len(images)
+            adversarial.append(input_gradient_passes(model, images[rows], record.steps))
+    optimizer.zero_grad(set_to_none=True)
+    with autocast():
+        embeddings = model(images)
+        anchors = triplets[0]
+        count = len(anchors)
+        perturbed = [model(batch) for batch in adversarial] or [embeddings]
+        first, last = perturbed[0], perturbed[-1]
+        first_rows = torch.arange(count, device=images.device) % len(first)
+        last_rows = torch.arange(count, device=images.device) % len(last)
+        distance = torch.nn.functional.pairwise_distance
+        loss = torch.relu(distance(embeddings[anchors], first[first_rows])
+                          - distance(embeddings[anchors], last[last_rows]) + margin).mean()
+        loss = loss + sum(batch.sum() * 0 for batch in perturbed[1:-1])
+    loss.backward()
+    optimizer.step()
+
+
+def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_func: nn.Module, images: torch.Tensor,
+                  labels: torch.Tensor, triplets: Triplets,
+                  autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+                  inputs: Optional[torch.Tensor] = None) -> None:
+    """One step of a plain PML loop with an adversarial loss: forward, loss (with its attack), backward, step.
+    ``inputs``: pass the images to the loss explicitly (else its forward hook captures them)."""
+    optimizer.zero_grad(set_to_none=True)
+    with autocast():
+        embeddings = model(images)
+        loss = loss_func(embeddings, labels, triplets) if inputs is None else loss_func(
+            embeddings, labels, triplets, inputs=inputs)
+    loss.backward()
+    optimizer.step()
+
+
+@dataclass
+class PairedTimes:
+    """Times of a measured step and of its bound, taken one right after the other."""
+
+    step: List[float] = field(default_factory=list)
+    bound: List[float] = field(default_factory=list)
+
+    @property
+    def ratio_of_minima(self) -> float:
+        """The headline ratio: interference only ever adds time, so the minima estimate the intrinsic costs."""
+        return min(self.step) / min(self.bound)
+
+    @property
+    def median_ratio(self) -> float:
+        return statistics.median(step / bound for step, bound in zip(self.step, self.bound))
+
+
+class Budget:
+    """A wall-clock budget in seconds shared out over the remaining measurements by weight."""
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.perf_counter() + seconds
+
+    def left(self) -> float:
+        return self.deadline - time.perf_counter()
+
+    def repeats(self, seconds_per_repeat: float, share: float, maximum: int, minimum: int = 1) -> int:
+        """How many repeats of ``seconds_per_repeat`` fit into ``share`` of the time left (at least ``minimum``)."""
+        allowance = max(self.left(), 0.0) * share
+        return max(minimum, min(maximum, int(allowance / max(seconds_per_repeat, 1e-9))))
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def describe_records(records: Sequence[AttackRecord]) -> str:
+    return " + ".join(f"{record.images}x{record.steps}" for record in records) or "no attack"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({torch.get_num_threads()} torch threads)"
+
+
+def optional_float(value: Optional[float], digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"

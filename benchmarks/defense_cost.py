@@ -1,0 +1,193 @@
+"""Per-epoch cost of CA-TRIDE against HM as users run them, measured in one run.
+
+Each defense trains its own copy of the same model (same initial weights) on the same SPC-2 batches for the same
+epochs, with its recipe's loss and miner (``pml_tride.recipes``); the epochs of the defenses are interleaved (epoch
+e of every defense before epoch e + 1 of any), so machine noise hits all of them alike. The schedules (progressive
+alpha, the miner's band) see the measured epochs spread over a 100-epoch run (3 epochs: 25, 50 and 75 of 100), so
+that no measured epoch is CA-TRIDE's attack-free epoch 0:
+
+* **CA-TRIDE**: 16 steps, collapse-aware early stop, unique images (the package's default);
+* **HM (robrank)**: 32 steps, robrank's per-triplet copies of A, P and N (``perturb="per_triplet"``);
+* **HM (unique)**: our HM with unique images.
+
+It prints the per-epoch times, the ratio of the total times (CA-TRIDE / HM; goal <= 0.35, the paper: 470 / 550 =
+0.85) and the PGD image-passes of each (images pushed through the model by the attack, forward and backward;
+counted by the engine, or images x iterations before it counted them).
+
+    python benchmarks/defense_cost.py            # Digits upsampled to 32x32, small CNN, batches of 112, 3 epochs
+    python benchmarks/defense_cost.py --quick    # a smoke run (seconds)
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from bench_common import AttackRecorder, markdown_table
+
+from pml_tride import recipes
+from pml_tride.datasets import Digits
+from pml_tride.models import small_cnn_embedder
+
+# name -> (recipe defense, loss overrides)
+CONFIGS = {
+    "CA-TRIDE": ("ca-tride", {"steps": 16}),
+    "HM (robrank)": ("hm", {"steps": 32, "perturb": "per_triplet"}),
+    "HM (unique)": ("hm", {"steps": 32, "perturb": "unique"}),
+}
+REFERENCE = "HM (robrank)"
+LEARNING_RATE = 1e-3
+PAPER_RATIO = 470 / 550
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=56, help="SPC-2 pairs per batch (112 images, as the paper)")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--max-batches", type=int, default=None, help="batches per epoch (default: the whole set)")
+    parser.add_argument("--schedule-epochs", type=int, default=100,
+                        help="the run length the schedules see (progressive alpha, miner band): measured epoch i of E "
+                             "is presented as epoch (i + 1) * S // (E + 1) of S (the paper: S = 100)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="1 epoch of 2 batches of 16 images of 16x16")
+    parser.add_argument("--out", default=None, help="also write the results as JSON")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.epochs, args.pairs, args.image_size, args.max_batches = 1, 8, 16, 2
+    return args
+
+
+def spc2_batches(labels: torch.Tensor, pairs: int, generator: torch.Generator) -> List[torch.Tensor]:
+    """One epoch of SPC-2 batches (rows 2i and 2i+1 share a class): each class's images shuffled and paired, the
+    pairs shuffled and cut into batches of ``pairs`` pairs (an incomplete last batch is dropped)."""
+    pair_rows = []
+    for label in torch.unique(labels):
+        members = torch.nonzero(labels == label).squeeze(1)
+        members = members[torch.randperm(len(members), generator=generator)]
+        pair_rows.append(members[: len(members) // 2 * 2].view(-1, 2))
+    pair_rows = torch.cat(pair_rows)
+    pair_rows = pair_rows[torch.randperm(len(pair_rows), generator=generator)]
+    return [pair_rows[start:start + pairs].reshape(-1) for start in range(0, len(pair_rows) - pairs + 1, pairs)]
+
+
+def build_defense(name: str, model: torch.nn.Module, seed: int):
+    defense, overrides = CONFIGS[name]
+    if defense not in recipes.DEFENSES:
+        return None
+    loss = recipes.defense_loss(defense, model, **overrides)
+    if hasattr(recipes, "defense_miner"):
+        miner = recipes.defense_miner(defense, seed=seed)
+    else:
+        from pml_tride import TrideMiner
+
+        miner = TrideMiner(seed=seed)
+    return loss, miner
+
+
+class Run:
+    """One defense's model, optimizer, loss and miner, and what its epochs cost."""
+
+    def __init__(self, name: str, model: torch.nn.Module, seed: int) -> None:
+        self.name = name
+        self.model = copy.deepcopy(model)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=LEARNING_RATE)
+        built = build_defense(name, self.model, seed)
+        self.available = built is not None
+        if self.available:
+            self.loss, self.miner = built
+            self.recorder = AttackRecorder(self.loss)
+        self.epoch_seconds: List[float] = []
+        self.epoch_counts: List[Dict[str, int]] = []
+
+    def epoch(self, epoch: int, epochs: int, images: torch.Tensor, labels: torch.Tensor,
+              batches: List[torch.Tensor]) -> None:
+        for part in (self.loss, self.miner):
+            if hasattr(part, "set_epoch"):
+                part.set_epoch(epoch, epochs)
+        started = time.perf_counter()
+        for rows in batches:
+            batch, batch_labels = images[rows], labels[rows]
+            self.optimizer.zero_grad(set_to_none=True)
+            embeddings = self.model(batch)
+            triplets = self.miner(embeddings, batch_labels)
+            self.loss(embeddings, batch_labels, triplets).backward()
+            self.optimizer.step()
+        self.epoch_seconds.append(time.perf_counter() - started)
+        records = self.recorder.take()
+        self.epoch_counts.append({
+            "attacks": len(records),
+            "perturbed_images": sum(record.images for record in records),
+            "steps": sum(record.steps for record in records),
+            "forward_images": sum(record.forward_images for record in records),
+            "backward_images": sum(record.backward_images for record in records),
+        })
+
+    def summary(self) -> Dict[str, Any]:
+        if not self.available:
+            return {"available": False}
+        totals = {key: sum(counts[key] for counts in self.epoch_counts) for key in self.epoch_counts[0]}
+        return {"available": True, "epoch_seconds": self.epoch_seconds, "total_seconds": sum(self.epoch_seconds),
+                "epoch_counts": self.epoch_counts, "totals": totals}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    dataset = Digits("train", image_size=args.image_size)
+    images, labels = dataset.images, dataset.labels
+    torch.manual_seed(args.seed)
+    model = small_cnn_embedder(in_channels=1, embedding_dim=64)
+    runs = [Run(name, model, args.seed) for name in CONFIGS]
+    generator = torch.Generator().manual_seed(args.seed)
+    for epoch in range(args.epochs):
+        batches = spc2_batches(labels, args.pairs, generator)[: args.max_batches]
+        scheduled = (epoch + 1) * args.schedule_epochs // (args.epochs + 1)
+        for run in runs:
+            if run.available:
+                run.epoch(scheduled, args.schedule_epochs, images, labels, batches)
+    results = {run.name: run.summary() for run in runs}
+    print(f"defense_cost.py: Digits train ({len(labels)} images, {args.image_size}x{args.image_size}), small CNN, "
+          f"SPC-2 batches of {2 * args.pairs}, {args.epochs} epochs of {len(batches)} batches, torch "
+          f"{torch.__version__}, {torch.get_num_threads()} threads, CPU\n")
+    rows = []
+    for name, result in results.items():
+        if not result["available"]:
+            rows.append([name, "not available (no such recipe yet)", "", "", "", "", ""])
+            continue
+        totals, attacks = result["totals"], max(result["totals"]["attacks"], 1)
+        rows.append([name, " / ".join(f"{seconds:.1f}" for seconds in result["epoch_seconds"]),
+                     f"{result['total_seconds']:.1f}", f"{totals['perturbed_images'] / attacks:.1f}",
+                     f"{totals['steps'] / attacks:.1f}", totals["forward_images"], totals["backward_images"]])
+    print(markdown_table(("defense", "epoch seconds", "total seconds", "perturbed images per attack",
+                          "steps per attack", "PGD forward image-passes", "PGD backward image-passes"), rows))
+    reference = results[REFERENCE]
+    ratios = {}
+    for name in ("CA-TRIDE", "HM (unique)"):
+        if results[name]["available"] and reference["available"]:
+            ratios[f"{name} / {REFERENCE}"] = results[name]["total_seconds"] / reference["total_seconds"]
+            passes = (results[name]["totals"]["forward_images"] + results[name]["totals"]["backward_images"]) / max(
+                reference["totals"]["forward_images"] + reference["totals"]["backward_images"], 1)
+            ratios[f"{name} / {REFERENCE} (PGD image-passes)"] = passes
+    if results["CA-TRIDE"]["available"] and results["HM (unique)"]["available"]:
+        unique = results["HM (unique)"]["total_seconds"]
+        ratios["CA-TRIDE / HM (unique)"] = results["CA-TRIDE"]["total_seconds"] / unique
+    print()
+    if not ratios:
+        print("HM: not available (no 'hm' recipe in pml_tride.recipes.DEFENSES)")
+    for name, value in ratios.items():
+        goal = " (goal <= 0.35; the paper: 0.85)" if name == f"CA-TRIDE / {REFERENCE}" else ""
+        print(f"{name}: {value:.3f}{goal}")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"config": vars(args), "results": results, "ratios": ratios,
+                                              "paper_ratio": PAPER_RATIO}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
