@@ -1,6 +1,5 @@
 """benchmarks/reproduce.py: the --quick study end to end (as CI runs it), resume, --report-only, and the rules."""
 
-import importlib.util
 import json
 import math
 import os
@@ -14,14 +13,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "reproduce.py"
 
 
-@pytest.fixture(scope="module")
-def reproduce():
-    spec = importlib.util.spec_from_file_location("reproduce", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["reproduce"] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["reproduce"]
+@pytest.fixture
+def reproduce(load_benchmark):
+    return load_benchmark("reproduce")
 
 
 def run_script(*args, cwd):
