@@ -1,6 +1,5 @@
 """benchmarks/reproduce.py: the --quick study end to end (as CI runs it), resume, --report-only, and the rules."""
 
-import importlib.util
 import json
 import math
 import os
@@ -14,14 +13,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "reproduce.py"
 
 
-@pytest.fixture(scope="module")
-def reproduce():
-    spec = importlib.util.spec_from_file_location("reproduce", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["reproduce"] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["reproduce"]
+@pytest.fixture
+def reproduce(load_benchmark):
+    return load_benchmark("reproduce")
 
 
 def run_script(*args, cwd):
@@ -83,11 +77,12 @@ def test_chance_r1_by_brute_force(reproduce):
 
 
 def record(reproduce, r1, separability, seed=0, defense="none", mean_distances=(1.0, 0.5)):
-    history = [{"epoch": 1, "separability": 0.5, "mean_distance": mean_distances[0], "pgd_steps": 0},
+    history = [{"epoch": 1, "separability": 0.5, "mean_distance": mean_distances[0], "pgd_steps": 0, "loss": 0.2},
                {"epoch": 2, "separability": separability, "mean_distance": mean_distances[1], "pgd_steps": 1,
-                "embedding_shift": 0.2, "phase": "cap"}]
+                "embedding_shift": 0.2, "phase": "cap", "loss": 0.1}]
     job = reproduce.Job(reproduce.ModelSpec(defense, defense), seed, 16 / 255, 2)
-    return job.key, {"key": job.key, "model": {"defense": defense}, "benign": {"R@1": r1}, "chance_r1": 20.0,
+    return job.key, {"key": job.key, "seed": seed, "model": {"defense": defense}, "benign": {"R@1": r1},
+                     "chance_r1": 20.0,
                      "epochs": 2, "history": history,
                      "ers": 10.0, "ars": 10.0, "train_seconds": 1.0}
 
@@ -162,3 +157,14 @@ def test_command_line_settings(reproduce):
     assert sorted(job.key for job in jobs if job.seed == 4) == [
         "ca-tride__eps8__ep12__seed4", "ca-tride__eps8__ep3__seed4", "naive-tride__eps8__ep12__seed4",
         "naive-tride__eps8__ep3__seed4"]
+
+
+def test_identical_training_is_noted(reproduce):
+    settings = reproduce.StudySettings(seeds=(0,), epochs=2)
+    records = dict(record(reproduce, 90.0, 0.6, defense=defense) for defense in ("ca-tride", "ca-tride-no-ltr"))
+    claims = dict(reproduce.verdicts(reproduce.Results(settings, records)))
+    table4 = claims["Table 4 ordering: CA-TRIDE > w/o L_TR > w/o TPR in R@1, ERS and ARS"]
+    assert any("identical per-iteration losses in 1 seed" in check.text for check in table4)
+    records["ca-tride-no-ltr__eps16__ep2__seed0"]["history"][1]["loss"] = 0.3
+    claims = dict(reproduce.verdicts(reproduce.Results(settings, records)))
+    assert not any("identical" in check.text for check in claims[next(c for c in claims if c.startswith("Table 4"))])
