@@ -13,7 +13,8 @@ import sys
 
 PACKAGES = ("pml_tride", "pml_tride.attacks", "pml_tride.datasets", "pml_tride.evaluation", "pml_tride.losses",
             "pml_tride.miners", "pml_tride.models", "pml_tride.reducers", "pml_tride.trainers", "pml_tride.cli",
-            "pml_tride.recipes", "pml_tride.demo", "pml_tride.pgd", "pml_tride.collapseness", "pml_tride.schedules")
+            "pml_tride.recipes", "pml_tride.demo", "pml_tride.pgd", "pml_tride.collapseness", "pml_tride.schedules",
+            "pml_tride.samplers", "pml_tride.distributed", "pml_tride.checkpoint_io")
 
 
 def main(source_tree: str) -> int:

@@ -16,3 +16,26 @@ from .reducers import CollapsenessReducer
 from .trainers import TrideTrainer
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "ACTLoss",
+    "AdversarialTripletLoss",
+    "CollapsenessReducer",
+    "ESTLoss",
+    "HMLoss",
+    "PGDResult",
+    "SPC2RandomMiner",
+    "SPC2SoftHardMiner",
+    "TrideLoss",
+    "TrideMiner",
+    "TrideTrainer",
+    "__version__",
+    "collapseness",
+    "embedding_shift",
+    "entanglement",
+    "hardness",
+    "mean_pairwise_distance",
+    "projected_gradient_descent",
+    "separability",
+    "weighted_distance",
+]

@@ -21,10 +21,10 @@ from torch import nn
 from torch.utils.data import Dataset, Sampler
 
 from . import losses, miners
+from .distributed import wrap_model
 from .losses import AdversarialTripletLoss
 from .miners import SPC2Miner
 from .samplers import SPC2Sampler
-from .distributed import wrap_model
 from .trainers import TrideTrainer
 from .trainers.tride_trainer import LATEST_CHECKPOINT
 

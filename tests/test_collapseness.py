@@ -3,8 +3,15 @@ import math
 import pytest
 import torch
 
-from pml_tride import (collapseness, embedding_shift, entanglement, hardness, mean_pairwise_distance, separability,
-                       weighted_distance)
+from pml_tride import (
+    collapseness,
+    embedding_shift,
+    entanglement,
+    hardness,
+    mean_pairwise_distance,
+    separability,
+    weighted_distance,
+)
 
 AP = [0.31, 0.52, 0.47, 0.95, 0.22]
 AN = [0.61, 0.44, 0.83, 0.72, 0.35]
@@ -63,8 +70,8 @@ def test_diagnostics_match_loops():
     assert mean_pairwise_distance(embeddings).item() == pytest.approx(mean_distance, rel=1e-6)
     intra = [dist[i][j] for i in range(4) for j in range(4) if i != j and labels[i] == labels[j]]
     inter = [dist[i][j] for i in range(4) for j in range(4) if labels[i] != labels[j]]
-    assert entanglement(embeddings, labels).item() == pytest.approx((sum(intra) / len(intra)) / (sum(inter) / len(inter)),
-                                                                    rel=1e-6)
+    expected_entanglement = (sum(intra) / len(intra)) / (sum(inter) / len(inter))
+    assert entanglement(embeddings, labels).item() == pytest.approx(expected_entanglement, rel=1e-6)
     assert separability(t(AP), t(AN), torch.tensor(0.5, dtype=torch.float64)).item() == pytest.approx(
         (sum(AN) / 5 - sum(AP) / 5) / 0.5)
     shifted = embeddings + torch.tensor([[0.0, 0.1]])

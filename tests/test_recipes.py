@@ -4,6 +4,7 @@ import torch
 from pml_tride import ACTLoss, ESTLoss, HMLoss, SPC2RandomMiner, SPC2SoftHardMiner, TrideLoss, TrideMiner
 from pml_tride.recipes import DEFENSES, DefenseSpec, defense_loss, defense_miner, train_embedder
 from pml_tride.samplers import SPC2Sampler
+
 from tiny_models import tiny_cnn
 
 EXPECTED_CLASSES = {"none": TrideLoss, "ca-tride": TrideLoss, "naive-at": HMLoss, "est": ESTLoss, "act": ACTLoss,

@@ -1,9 +1,10 @@
 import torch
-from tiny_models import tiny_cnn
 
 from pml_tride.datasets import Digits
 from pml_tride.recipes import train_embedder
 from pml_tride.samplers import SPC2Sampler
+
+from tiny_models import tiny_cnn
 
 
 def test_train_embedder_passes_loss_and_miner_overrides():

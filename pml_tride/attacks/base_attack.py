@@ -174,7 +174,9 @@ class BaseRankingAttack:
         return uniform_indices(len(context.clean), len(context.pool), generator, context.clean.device, exclude)
 
     # ----------------------------------------------------------------- driver
-    def _validate(self, model: nn.Module, images: torch.Tensor, pool: RetrievalPool, pool_indices: torch.Tensor) -> None:
+    def _validate(
+        self, model: nn.Module, images: torch.Tensor, pool: RetrievalPool, pool_indices: torch.Tensor
+    ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not isinstance(pool, RetrievalPool):
@@ -211,7 +213,8 @@ class BaseRankingAttack:
         clean = self.embed(model, images)
         if clean.dim() != 2 or clean.shape[1] != pool.embeddings.shape[1]:
             raise ValueError(
-                f"the model maps the batch to {tuple(clean.shape)}, but the pool has dimension {pool.embeddings.shape[1]}"
+                f"the model maps the batch to {tuple(clean.shape)}, but the pool has dimension "
+                f"{pool.embeddings.shape[1]}"
             )
         context = AttackContext(
             clean=clean, pool=pool, pool_indices=pool_indices,

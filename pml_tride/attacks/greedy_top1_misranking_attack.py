@@ -6,7 +6,7 @@ from typing import Dict, Optional
 
 import torch
 
-from .base_attack import AttackContext, BaseRankingAttack, EXCLUDED_DISTANCE, exclude_self, pool_distances, top1_hit
+from .base_attack import EXCLUDED_DISTANCE, AttackContext, BaseRankingAttack, exclude_self, pool_distances, top1_hit
 
 __all__ = ["GreedyTop1MisrankingAttack", "robrank_subset_index_target"]
 
@@ -39,7 +39,8 @@ class GreedyTop1MisrankingAttack(BaseRankingAttack):
         if self.robrank_compat:
             context.target_index = robrank_subset_index_target(masked, unmatched)
         else:
-            context.target_index = torch.where(unmatched, masked, torch.full_like(masked, EXCLUDED_DISTANCE)).argmin(dim=1)
+            excluded = torch.full_like(masked, EXCLUDED_DISTANCE)
+            context.target_index = torch.where(unmatched, masked, excluded).argmin(dim=1)
 
     def loss(self, embeddings: torch.Tensor, context: AttackContext) -> torch.Tensor:
         return (embeddings - context.pool.embeddings[context.target_index]).norm(dim=1).mean()

@@ -28,7 +28,9 @@ class Cars196(ImageListDataset):
         try:
             annotations = loadmat(annotations_file)["annotations"][0]
         except Exception as error:
-            raise ValueError(f"{annotations_file}: not a cars_annos.mat with an 'annotations' array ({error})") from error
+            raise ValueError(
+                f"{annotations_file}: not a cars_annos.mat with an 'annotations' array ({error})"
+            ) from error
         samples = []
         for number, entry in enumerate(annotations, start=1):
             try:

@@ -25,12 +25,14 @@ class CUB200(ImageListDataset):
         paths_file = require_file(os.path.join(self.root, "images.txt"), self.LAYOUT)
         labels_file = require_file(os.path.join(self.root, "image_class_labels.txt"), self.LAYOUT)
         paths = {}
-        for number, (image_id, path) in self.parse_lines(paths_file, 2):
+        for _, (image_id, path) in self.parse_lines(paths_file, 2):
             paths[image_id] = path
         samples = []
         for number, (image_id, class_id) in self.parse_lines(labels_file, 2):
             if image_id not in paths or not class_id.isdigit():
-                raise ValueError(f"{labels_file}, line {number}: unknown image id {image_id!r} or bad class {class_id!r}")
+                raise ValueError(
+                    f"{labels_file}, line {number}: unknown image id {image_id!r} or bad class {class_id!r}"
+                )
             class_number = int(class_id)
             if (class_number <= TRAIN_CLASSES) == (self.split == "train"):
                 samples.append((os.path.join("images", paths[image_id]), class_number - 1))

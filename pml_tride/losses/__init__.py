@@ -3,3 +3,5 @@ from .adversarial_triplet_loss import AdversarialTripletLoss
 from .est_loss import ESTLoss
 from .hm_loss import HMLoss
 from .tride_loss import TrideLoss
+
+__all__ = ["ACTLoss", "AdversarialTripletLoss", "ESTLoss", "HMLoss", "TrideLoss"]

@@ -64,7 +64,8 @@ def load_model(path: str, map_location: Any = "cpu", trust_pickle: bool = False)
         if not isinstance(module, nn.Module):
             raise ValueError(f"{path!r} holds a {type(module).__name__}, not a torch.nn.Module") from error
         return module.eval()
-    if not isinstance(state, dict) or "model" not in state or not {"name", "kwargs", "state_dict"} <= set(state["model"]):
+    required = {"name", "kwargs", "state_dict"}
+    if not isinstance(state, dict) or "model" not in state or not required <= set(state["model"]):
         raise ValueError(f"{path!r} holds no pml-tride model entry ({{'model': {{'name', 'kwargs', 'state_dict'}}}})")
     entry = state["model"]
     model = build_model(entry["name"], **entry["kwargs"])

@@ -1,1 +1,3 @@
 from .collapseness_reducer import CollapsenessReducer
+
+__all__ = ["CollapsenessReducer"]

@@ -3,9 +3,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pml_tride.attacks import (ATTACK_NAMES, CandidateAttack, EmbeddingShiftAttack, GreedyTop1MisrankingAttack,
-                               GreedyTop1TranslocationAttack, LearningToMisrankAttack, QueryAttack, RetrievalPool,
-                               TargetedMismatchAttack, build_attacks)
+from pml_tride.attacks import (
+    ATTACK_NAMES,
+    CandidateAttack,
+    EmbeddingShiftAttack,
+    GreedyTop1MisrankingAttack,
+    GreedyTop1TranslocationAttack,
+    LearningToMisrankAttack,
+    QueryAttack,
+    RetrievalPool,
+    TargetedMismatchAttack,
+    build_attacks,
+)
 from pml_tride.attacks.greedy_top1_misranking_attack import robrank_subset_index_target
 from pml_tride.attacks.query_attack import query_rank
 

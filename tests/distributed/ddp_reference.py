@@ -7,9 +7,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tiny_models import tiny_cnn  # noqa: E402
-
 from pml_tride import TrideLoss  # noqa: E402
+
+from tiny_models import tiny_cnn  # noqa: E402
 
 RANK_BATCH = 12
 STEPS = 4

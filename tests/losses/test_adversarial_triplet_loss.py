@@ -7,6 +7,7 @@ from torch import nn
 
 from pml_tride import TrideLoss, pgd
 from pml_tride.losses.adversarial_triplet_loss import DEFAULT_CHUNK_BATCHES
+
 from tiny_models import tiny_cnn
 
 

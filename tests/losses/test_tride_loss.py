@@ -7,6 +7,7 @@ from pytorch_metric_learning.utils.distributed import DistributedLossWrapper
 from torch import nn
 
 from pml_tride import CollapsenessReducer, TrideLoss
+
 from tiny_models import tiny_cnn
 
 # ---------------------------------------------------------------- brute-force re-derivations (plain loops)
@@ -80,9 +81,10 @@ def test_candidate_perturbation_loss_matches_loops(weighting, lam):
     ap = [0.3, 0.5, 0.45, 0.9]
     an = [0.6, 0.4, 0.8, 0.7]
     expected_c = loop_weighted(ap, lam, weighting) - loop_weighted(an, lam, weighting)
-    value = loss.candidate_perturbation_loss(torch.tensor(ap, dtype=torch.float64), torch.tensor(an, dtype=torch.float64))
+    ap_tensor, an_tensor = torch.tensor(ap, dtype=torch.float64), torch.tensor(an, dtype=torch.float64)
+    value = loss.candidate_perturbation_loss(ap_tensor, an_tensor)
     assert value.item() == pytest.approx(max(-expected_c, 0.0), abs=1e-12)
-    collapsed = loss.candidate_perturbation_loss(torch.tensor(an, dtype=torch.float64), torch.tensor(ap, dtype=torch.float64))
+    collapsed = loss.candidate_perturbation_loss(an_tensor, ap_tensor)
     assert collapsed.item() == pytest.approx(max(expected_c, 0.0), abs=1e-12)
 
 

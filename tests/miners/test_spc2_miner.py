@@ -1,10 +1,10 @@
 import pytest
 import torch
 from pytorch_metric_learning.distances import CosineSimilarity
+from spc2_batches import spc2_batch
 
 from pml_tride import SPC2RandomMiner, SPC2SoftHardMiner
 from pml_tride.miners import spc2_anchor_rows
-from spc2_batches import spc2_batch
 
 MINERS = (SPC2RandomMiner, SPC2SoftHardMiner)
 

@@ -1,9 +1,9 @@
 import pytest
 import torch
 from scipy.stats import chisquare
+from spc2_batches import brute_distance, spc2_batch
 
 from pml_tride import SPC2RandomMiner
-from spc2_batches import brute_distance, spc2_batch
 
 
 def test_anchor_2i_positive_2i_plus_1_negative_of_another_label():

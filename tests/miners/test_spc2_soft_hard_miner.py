@@ -1,9 +1,9 @@
 import pytest
 import torch
 from scipy.stats import chisquare
+from spc2_batches import brute_distance, spc2_batch
 
 from pml_tride import SPC2SoftHardMiner
-from spc2_batches import brute_distance, spc2_batch
 
 
 def soft_sets(embeddings, labels, anchor, anchor_as_positive=False):

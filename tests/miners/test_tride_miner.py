@@ -97,7 +97,8 @@ def test_inside_a_pml_loss_and_with_ref_emb():
 
 @pytest.mark.parametrize(
     "kwargs, name",
-    [({"margin": 0}, "margin"), ({"schedule": "linear"}, "schedule"), ({"triplets_per_anchor": 0}, "triplets_per_anchor"),
+    [({"margin": 0}, "margin"), ({"schedule": "linear"}, "schedule"),
+     ({"triplets_per_anchor": 0}, "triplets_per_anchor"),
      ({"distance": CosineSimilarity()}, "similarity")],
 )
 def test_bad_arguments(kwargs, name):

@@ -17,9 +17,9 @@ from pytorch_metric_learning import samplers
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tiny_models import tiny_cnn  # noqa: E402
-
 from pml_tride import TrideLoss, TrideMiner, TrideTrainer  # noqa: E402
+
+from tiny_models import tiny_cnn  # noqa: E402
 
 EPOCHS = 3
 SEED = 5

@@ -7,6 +7,7 @@ from pytorch_metric_learning import losses, miners, samplers
 from torch import nn
 
 from pml_tride import TrideLoss, TrideTrainer
+
 from tiny_models import tiny_cnn
 
 
