@@ -18,6 +18,7 @@ passes on exactly the images the defense perturbed, times the steps it took, plu
 * options, each against the plain run: bf16 autocast, channels_last, both, and ``torch.compile`` of the model the
   attack runs (the pass alone, then a CAP step), each kept only if it pays.
 
+Needs torch, torchvision, pytorch-metric-learning and its dependencies (numpy, scipy, scikit-learn, tqdm); not faiss.
 From the step times it projects the wall time of the paper's CUB run (5,864 training images, 100 epochs) next to
 the paper's 470 minutes (CA-TRIDE) and 550 minutes (HM). Every measurement runs in its own try/except: a failure
 prints ``failed: <reason>`` and the rest still runs; the time budget is respected by measuring fewer repeats.
@@ -476,9 +477,20 @@ class GpuStepBenchmark:
         return verdicts
 
 
+def missing_dependency() -> Optional[str]:
+    """What keeps pml_tride from importing here (e.g. scipy, a dependency of pytorch-metric-learning), or None."""
+    try:
+        import pml_tride.attacks  # noqa: F401
+        import pml_tride.models  # noqa: F401
+    except ImportError as error:
+        return (f"gpu_step.py cannot import pml_tride: {error}. It needs torch, torchvision, pytorch-metric-learning "
+                "and its dependencies (numpy, scipy, scikit-learn, tqdm)")
+    return None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    reason = refusal(args)
+    reason = refusal(args) or missing_dependency()
     if reason is not None:
         print(reason, file=sys.stderr)
         return REFUSAL_EXIT_CODE
