@@ -48,6 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default="runs/cub_resnet18")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", help="a checkpoint of this run to continue from, e.g. OUT/latest.pt")
+    parser.add_argument("--checkpoint-every", type=int, help="also write OUT/latest.pt every that many iterations")
     return parser.parse_args(argv)
 
 
@@ -80,8 +82,11 @@ def main(argv=None) -> None:
         dataloader_num_workers=0 if device.type == "cpu" else 4,
         data_device=device,
         checkpoint_dir=args.out,
+        checkpoint_every=args.checkpoint_every,
+        seed=args.seed,
     )
-    trainer.train(num_epochs=epochs)
+    start_epoch = trainer.load_checkpoint(args.resume) if args.resume else 1
+    trainer.train(start_epoch=start_epoch, num_epochs=epochs)
 
     report = RobustnessEvaluator(device=device, max_batches=args.eval_max_batches).evaluate(model, test_set)
     print(report.to_markdown(title="CA-TRIDE (CUB)"))

@@ -9,8 +9,8 @@ from .collapseness import (
     separability,
     weighted_distance,
 )
-from .losses import AdversarialTripletLoss, TrideLoss
-from .miners import TrideMiner
+from .losses import ACTLoss, AdversarialTripletLoss, ESTLoss, HMLoss, TrideLoss
+from .miners import SPC2RandomMiner, SPC2SoftHardMiner, TrideMiner
 from .pgd import PGDResult, projected_gradient_descent
 from .reducers import CollapsenessReducer
 from .trainers import TrideTrainer

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
 import sys
 import warnings
@@ -15,8 +17,15 @@ from . import __version__
 
 __all__ = ["main"]
 
+logger = logging.getLogger(__name__)
+
 # PML's trainer formats the loss tensor for its progress bar, which makes torch warn once per process.
 PML_PROGRESS_BAR_WARNING = "Converting a tensor with requires_grad=True to a scalar"
+# Test digits the --quick demo attacks.
+QUICK_EVAL_QUERIES = 224
+ROBRANK_COMPAT_HELP = ("reproduce robrank's attack quirks: GTM's target index, LTM keeping the query's own entry among "
+                       "its positives, ES:D measured one step stale, and CA+/QA+/TMA targets that can be the attacked "
+                       "image itself")
 
 
 def pixel_value(text: str) -> float:
@@ -29,6 +38,15 @@ def pixel_value(text: str) -> float:
 
 def _device(name: Optional[str]) -> torch.device:
     return torch.device(name) if name else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def prepare_output_folder(folder: str) -> str:
+    """Create ``folder`` (and its parents) and check that it is writable, before any long work."""
+    folder = folder or "."
+    os.makedirs(folder, exist_ok=True)
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"cannot write to the output folder {folder!r}")
+    return folder
 
 
 # ----------------------------------------------------------------------------------------------- demo
@@ -44,27 +62,37 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-steps", type=int, default=defaults.eval_steps)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 2 epochs, 2 training and 4 attack steps")
+    parser.add_argument("--monitor-every", type=int, default=defaults.monitor_every,
+                        help="monitor ARS/ERS/R@1 every K epochs during training (0: never; default %(default)s)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a smoke run: 2 epochs, 2 training and 4 attack steps on {QUICK_EVAL_QUERIES} test "
+                             "digits, monitoring every epoch")
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
-    from .demo import DemoSettings, run_demo
+    from .demo import DemoSettings, demo_summary, run_demo
 
     settings = DemoSettings(out=args.out, epochs=args.epochs, image_size=args.image_size, eps=args.eps,
                             train_alpha=args.eps / 4, eval_alpha=args.eps / 4, train_steps=args.train_steps,
-                            eval_steps=args.eval_steps, seed=args.seed)
+                            eval_steps=args.eval_steps, seed=args.seed, monitor_every=args.monitor_every)
     if args.quick:
         settings.epochs, settings.train_steps, settings.eval_steps = 2, 2, 4
-    run_demo(settings, device=_device(args.device))
+        settings.monitor_every, settings.monitor_steps, settings.eval_queries = 1, 2, QUICK_EVAL_QUERIES
+    prepare_output_folder(settings.out)
+    reports = run_demo(settings, device=_device(args.device), progress=not args.quiet)
+    print(demo_summary(settings, reports))
     return 0
 
 
 # ----------------------------------------------------------------------------------------------- train
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    from .datasets import DATASETS
+    from .evaluation import MONITORING_SETTINGS
     from .recipes import DEFENSES
 
-    parser.add_argument("--dataset", choices=["digits", "cub", "cars", "sop"], default="digits")
-    parser.add_argument("--data-root", help="folder of the data set's standard layout (not needed for digits)")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="digits")
+    parser.add_argument("--data-root", help="folder of the data set's standard layout; for image-folder, a folder "
+                        "with one sub-folder per class (not needed for digits)")
     parser.add_argument("--defense", choices=sorted(DEFENSES), default="ca-tride")
     parser.add_argument("--model", choices=["small_cnn", "resnet18"], default=None,
                         help="default: small_cnn for digits, resnet18 otherwise")
@@ -79,20 +107,98 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--margin", type=float, default=0.2)
     parser.add_argument("--eps", type=pixel_value, default=8 / 255)
     parser.add_argument("--alpha", type=pixel_value, default=1 / 255)
-    parser.add_argument("--steps", type=int, default=16)
-    parser.add_argument("--lam", type=float, default=10.0)
+    parser.add_argument("--steps", type=int, default=None,
+                        help="PGD steps (default: the defense's own, 16 for CA-TRIDE, 32 for est/act/hm)")
+    parser.add_argument("--lam", type=float, default=None, help="lambda of CA-TRIDE's collapseness (default 10)")
     parser.add_argument("--max-iters", type=int, default=None, help="iterations per epoch (default: one pass)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", default="runs/train", help="checkpoints and the final model go here")
-    parser.add_argument("--resume", help="a checkpoint of this run to continue from")
+    parser.add_argument("--resume", help="a checkpoint of this run to continue from; 'auto': OUT/latest.pt if it "
+                        "exists (the default after a torchrun restart)")
+    parser.add_argument("--checkpoint-every", type=int, default=None,
+                        help="also write OUT/latest.pt every that many iterations (mid-epoch)")
+    parser.add_argument("--eval-every", type=int, default=0, metavar="K",
+                        help="every K epochs, monitor robustness on the test split with the cheap RobustnessTester "
+                             "(ARS, ERS, R@1 per epoch in the log, robustness.json and the checkpoints' history; "
+                             "the best epoch is saved as best.pt); 0: never")
+    parser.add_argument("--eval-queries", type=int, default=MONITORING_SETTINGS["queries"],
+                        help="attacked test images per monitoring run (default: %(default)s)")
+    parser.add_argument("--eval-steps", type=int, default=MONITORING_SETTINGS["steps"],
+                        help="PGD steps of the monitoring attacks (default: %(default)s)")
+    parser.add_argument("--eval-attacks", default="all", help="'all' or a comma list of monitoring attacks")
+    parser.add_argument("--eval-select", choices=["ARS", "ERS", "R@1"], default="ARS",
+                        help="what best.pt maximises")
+    add_launch_arguments(parser)
+
+
+def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nproc-per-node", type=int, default=1,
+                        help="processes on this machine (one per GPU), launched through torch.distributed.run")
+    parser.add_argument("--max-restarts", type=int, default=0,
+                        help="with --nproc-per-node: restart the whole group this many times after a failure")
+
+
+def launch(args: argparse.Namespace) -> Optional[int]:
+    """Relaunch this command under ``torch.distributed.run`` (torchrun) with ``--nproc-per-node`` processes; None
+    when no launch is needed (one process, or already a torchrun worker)."""
+    from .distributed import launched_by_torchrun
+
+    if args.nproc_per_node < 1:
+        raise ValueError(f"--nproc-per-node must be >= 1, got {args.nproc_per_node}")
+    if args.nproc_per_node == 1 or launched_by_torchrun():
+        return None
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    try:
+        torchrun(["--standalone", "--nproc-per-node", str(args.nproc_per_node), "--max-restarts",
+                  str(args.max_restarts), "-m", "pml_tride.cli", *args.argv])
+    except ChildFailedError as error:
+        print(f"pml-tride {args.command}: error: a worker process failed: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _attack_names(text: str):
+    return "all" if text == "all" else [name.strip() for name in text.split(",")]
+
+
+def _monitoring_hook(args: argparse.Namespace):
+    from .datasets import build_dataset
+    from .evaluation import RobustnessTester
+
+    if args.eval_every < 0:
+        raise ValueError(f"--eval-every must be >= 0, got {args.eval_every}")
+    test_set = build_dataset(args.dataset, root=args.data_root, split="test", image_size=args.image_size)
+    tester = RobustnessTester.monitoring(queries=args.eval_queries, steps=args.eval_steps,
+                                         attacks=_attack_names(args.eval_attacks), eps=args.eps, seed=args.seed,
+                                         select=args.eval_select)
+    hook = tester.end_of_epoch_hook({"test": test_set}, test_interval=args.eval_every,
+                                    best_checkpoint=os.path.join(args.out, "best.pt"))
+    return tester, hook
 
 
 def run_train_command(args: argparse.Namespace) -> int:
     from .datasets import build_dataset
+    from .distributed import get_rank, get_world_size, init_from_environment, is_distributed
     from .models import build_model, save_model
     from .recipes import train_embedder
 
+    launched = launch(args)
+    if launched is not None:
+        return launched
+    prepare_output_folder(args.out)
+    device = init_from_environment(_device(args.device))
+    resume = args.resume
+    if resume is None and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+        resume = "auto"  # a group restarted by torchrun continues from the last checkpoint
+    if resume == "auto":
+        latest = os.path.join(args.out, "latest.pt")
+        resume = latest if os.path.isfile(latest) else None
+    if resume is not None and get_rank() == 0:
+        print(f"resuming from {resume}", flush=True)
+    torch.manual_seed(args.seed)  # the initial weights, as everything else, follow --seed
     dataset = build_dataset(args.dataset, root=args.data_root, split="train", image_size=args.image_size)
     model_name = args.model or ("small_cnn" if args.dataset == "digits" else "resnet18")
     kwargs = {"embedding_dim": args.embedding_dim or (64 if model_name == "small_cnn" else 512)}
@@ -105,27 +211,41 @@ def run_train_command(args: argparse.Namespace) -> int:
     if model.in_channels != channels:
         raise ValueError(f"--model {model_name} takes {model.in_channels}-channel images but the {args.dataset} images "
                          f"have {channels}: use --model small_cnn, which takes any number of channels")
-    os.makedirs(args.out, exist_ok=True)
+    end_of_epoch_hook, tester = None, None
+    if args.eval_every:
+        tester, end_of_epoch_hook = _monitoring_hook(args)
     trainer, seconds = train_embedder(
         model, dataset, defense=args.defense, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, margin=args.margin, eps=args.eps, alpha=args.alpha, steps=args.steps,
-        lam=args.lam, seed=args.seed, device=_device(args.device), checkpoint_dir=args.out, resume=args.resume,
-        iterations_per_epoch=args.max_iters,
+        lam=args.lam, seed=args.seed, device=device, checkpoint_dir=args.out, resume=resume,
+        iterations_per_epoch=args.max_iters, checkpoint_every=args.checkpoint_every,
+        end_of_epoch_hook=end_of_epoch_hook, disable_progress=args.quiet,
     )
+    if tester is not None and get_rank() == 0:
+        with open(os.path.join(args.out, "robustness.json"), "w") as handle:
+            json.dump(tester.history, handle, indent=1)
+        print(f"robustness over epochs: {os.path.join(args.out, 'robustness.json')}; best epoch by "
+              f"{args.eval_select}: {tester.best_epoch} ({os.path.join(args.out, 'best.pt')})")
     path = os.path.join(args.out, "model.pt")
-    save_model(model, path, defense=args.defense, data={"dataset": args.dataset, "image_size": dataset.image_size})
-    print(f"trained {args.defense} on {args.dataset} in {seconds:.0f} s; model: {path}; "
-          f"evaluate with: pml-tride evaluate --checkpoint {path} --dataset {args.dataset}")
+    if get_rank() == 0:
+        save_model(model, path, defense=args.defense, data={"dataset": args.dataset, "image_size": dataset.image_size})
+        print(f"trained {args.defense} on {args.dataset} in {seconds:.0f} s ({get_world_size()} process(es), "
+              f"{args.batch_size} images each per step); model: {path}; "
+              f"evaluate with: pml-tride evaluate --checkpoint {path} --dataset {args.dataset}")
+    if is_distributed():
+        torch.distributed.destroy_process_group()
     return 0
 
 
 # ----------------------------------------------------------------------------------------------- evaluate
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    from .datasets import DATASETS
+
     parser.add_argument("--checkpoint", required=True,
                         help="a pml-tride model or trainer checkpoint, a TorchScript file, or (with --trust-pickle) "
                              "a torch.save'd module")
     parser.add_argument("--trust-pickle", action="store_true", help="allow unpickling a whole module (runs code)")
-    parser.add_argument("--dataset", choices=["digits", "cub", "cars", "sop"], default="digits")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="digits")
     parser.add_argument("--data-root")
     parser.add_argument("--image-size", type=int, default=None,
                         help="default: the size recorded in the checkpoint, else 16 for digits, 224 otherwise")
@@ -135,30 +255,43 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--attacks", default="all", help="'all' or a comma list, e.g. CA+,QA-,ES:R")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--robrank-compat", action="store_true", help="reproduce robrank's GTM/LTM/ES:D quirks")
+    parser.add_argument("--robrank-compat", action="store_true", help=ROBRANK_COMPAT_HELP)
     parser.add_argument("--max-batches", type=int, default=None, help="attack only the first batches")
+    parser.add_argument("--queries", type=int, default=None,
+                        help="attack only a fixed random subset of this many test images (default: all)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", default="report.json", help="JSON report; the .md and .png go next to it")
+    add_launch_arguments(parser)
 
 
 def run_evaluate_command(args: argparse.Namespace) -> int:
     from .datasets import build_dataset
+    from .distributed import get_rank, init_from_environment, is_distributed
     from .evaluation import RobustnessEvaluator
     from .models import load_model
 
-    device = _device(args.device)
+    launched = launch(args)
+    if launched is not None:
+        return launched
+    prepare_output_folder(os.path.dirname(args.out))
+    device = init_from_environment(_device(args.device))
     model = load_model(args.checkpoint, map_location=device, trust_pickle=args.trust_pickle)
     trained_size = getattr(model, "data_info", {}).get("image_size")
     if args.image_size is not None and trained_size is not None and args.image_size != trained_size:
-        print(f"pml-tride evaluate: warning: --image-size {args.image_size}, but the model was trained on "
-              f"{trained_size}x{trained_size} images", file=sys.stderr)
+        logger.warning("--image-size %s, but the model was trained on %sx%s images", args.image_size, trained_size,
+                       trained_size)
     image_size = args.image_size if args.image_size is not None else trained_size
     dataset = build_dataset(args.dataset, root=args.data_root, split="test", image_size=image_size)
-    attacks = "all" if args.attacks == "all" else [name.strip() for name in args.attacks.split(",")]
-    evaluator = RobustnessEvaluator(eps=args.eps, alpha=args.alpha, steps=args.steps, attacks=attacks,
-                                    batch_size=args.batch_size, seed=args.seed, robrank_compat=args.robrank_compat,
-                                    device=device, max_batches=args.max_batches)
+    evaluator = RobustnessEvaluator(eps=args.eps, alpha=args.alpha, steps=args.steps,
+                                    attacks=_attack_names(args.attacks), batch_size=args.batch_size, seed=args.seed,
+                                    robrank_compat=args.robrank_compat, device=device, max_batches=args.max_batches,
+                                    queries=args.queries, progress=not args.quiet)
     report = evaluator.evaluate(model, dataset)
+    rank = get_rank()
+    if is_distributed():
+        torch.distributed.destroy_process_group()
+    if rank != 0:  # every rank holds the whole report; rank 0 writes it
+        return 0
     report.settings.update({"checkpoint": args.checkpoint, "dataset": args.dataset, "image_size": dataset.image_size})
     markdown = report.to_markdown(title=os.path.basename(args.checkpoint))
     print(markdown)
@@ -172,7 +305,7 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
             report.plot(stem + ".png")
             written.append(stem + ".png")
         except ImportError:
-            print("matplotlib is not installed: no bar chart")
+            logger.warning("matplotlib is not installed: no bar chart")
     print("written: " + ", ".join(written))
     return 0
 
@@ -186,13 +319,35 @@ COMMANDS: Dict[str, tuple] = {
 }
 
 
+def verbosity_parser() -> argparse.ArgumentParser:
+    """The --quiet / --verbose options every command takes."""
+    parser = argparse.ArgumentParser(add_help=False)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", action="store_true", help="only warnings, errors and results; no progress bars")
+    group.add_argument("-v", "--verbose", action="store_true", help="debug messages, PML's included")
+    return parser
+
+
+def configure_logging(quiet: bool, verbose: bool) -> None:
+    """Messages of pml_tride (and, with --verbose, PML's) to stderr: warnings only with --quiet, debug messages
+    with --verbose, else information."""
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s"))
+    for name in ("pml_tride", "PML") if verbose else ("pml_tride",):
+        library_logger = logging.getLogger(name)
+        library_logger.handlers = [handler]
+        library_logger.setLevel(level)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pml-tride", description="CA-TRIDE adversarial training and "
                                      "ranking-robustness evaluation for pytorch-metric-learning")
     parser.add_argument("--version", action="version", version=f"pml-tride {__version__}")
     subcommands = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
+    common = verbosity_parser()
     for name, (help_text, add_arguments, run) in COMMANDS.items():
-        subparser = subcommands.add_parser(name, help=help_text, description=help_text)
+        subparser = subcommands.add_parser(name, help=help_text, description=help_text, parents=[common])
         add_arguments(subparser)
         subparser.set_defaults(run=run)
     return parser
@@ -200,14 +355,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     if args.command is None:
         parser.print_help()
         return 0
     warnings.filterwarnings("ignore", message=PML_PROGRESS_BAR_WARNING)
+    configure_logging(args.quiet, args.verbose)
     try:
         return args.run(args)
-    except (ValueError, OSError, ImportError) as error:  # OSError: missing files, failed downloads
+    except (ValueError, OSError, ImportError, FloatingPointError) as error:  # OSError: missing files, downloads
         print(f"pml-tride {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -11,20 +11,38 @@ the package. The engine
 * minimises the caller's objective with signed steps, ``x <- x - alpha * sign(grad)``, projecting onto the
   eps-ball around the clean input and clamping to ``input_range`` after every step (Madry et al., 2017);
 * stops early when the caller's ``stop_condition(loss)`` holds, checked before each step (the collapse-aware
-  stop of CA-TRIDE, Eq. 10: stop once L_CAP = max(-C, 0) reaches 0).
+  stop of CA-TRIDE, Eq. 10: stop once L_CAP = max(-C, 0) reaches 0);
+* with ``chunk_size``, bounds its memory by the chunk rather than by the number of rows: each step embeds the
+  iterate chunk by chunk without grad, takes the objective's gradient with respect to the embeddings once, then
+  re-forwards each chunk with grad on its inputs and back-propagates its slice of that gradient. The model runs
+  in eval mode, so rows are independent and the result equals the unchunked attack;
+* counts the images it pushes through the model, forward and backward (chunk recomputations included).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Tuple
 
 import torch
 from torch import nn
 
-__all__ = ["PGDResult", "projected_gradient_descent", "frozen_model", "check_input_range"]
+__all__ = [
+    "PGDResult",
+    "projected_gradient_descent",
+    "frozen_model",
+    "check_input_range",
+    "attack_memory_bytes",
+    "available_memory",
+    "ENGINE_IMAGE_COPIES",
+]
+
+# Image-sized tensors the engine holds at once: the clean inputs, the lower and upper bounds of the ball, the
+# iterate, its gradient and the next iterate.
+ENGINE_IMAGE_COPIES = 6
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
 StopCondition = Callable[[torch.Tensor], bool]
@@ -40,12 +58,30 @@ class PGDResult:
         steps_taken: the number of signed steps applied (fewer than ``steps`` after an early stop).
         stopped_early: whether ``stop_condition`` ended the loop.
         last_loss: the objective at the last evaluated iterate (detached), or ``None`` if no step ran.
+        forward_images: images pushed forward through the model (chunk recomputations included).
+        backward_images: images whose input gradient was back-propagated through the model.
     """
 
     adversarial: torch.Tensor
     steps_taken: int
     stopped_early: bool
     last_loss: Optional[torch.Tensor]
+    forward_images: int = 0
+    backward_images: int = 0
+
+
+def attack_memory_bytes(inputs_shape: Tuple[int, ...], dtype: torch.dtype) -> int:
+    """Bytes of the image-sized tensors the engine keeps for inputs of this shape (``ENGINE_IMAGE_COPIES``)."""
+    return ENGINE_IMAGE_COPIES * math.prod(inputs_shape) * torch.empty((), dtype=dtype).element_size()
+
+
+def available_memory(device: torch.device) -> int:
+    """Free bytes on ``device``: ``torch.cuda.mem_get_info`` on CUDA, available physical memory elsewhere."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def check_input_range(inputs: torch.Tensor, input_range: Tuple[float, float], name: str = "inputs") -> None:
@@ -93,7 +129,9 @@ def frozen_model(model: nn.Module) -> Iterator[nn.Module]:
                     buffer.data.copy_(saved)
 
 
-def _validate(eps: float, alpha: float, steps: int, input_range: Tuple[float, float]) -> None:
+def _validate(
+    eps: float, alpha: float, steps: int, input_range: Tuple[float, float], chunk_size: Optional[int]
+) -> None:
     if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
         raise ValueError(f"eps must be a finite number >= 0 (pixel units, e.g. 8/255), got {eps!r}")
     if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
@@ -102,6 +140,68 @@ def _validate(eps: float, alpha: float, steps: int, input_range: Tuple[float, fl
         raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
     if len(input_range) != 2 or not input_range[0] < input_range[1]:
         raise ValueError(f"input_range must be (low, high) with low < high, got {input_range!r}")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be None or an integer >= 1, got {chunk_size!r}")
+
+
+def _chunks(rows: int, chunk_size: Optional[int]) -> Iterator[slice]:
+    size = rows if chunk_size is None else chunk_size
+    return (slice(start, min(start + size, rows)) for start in range(0, rows, max(size, 1)))
+
+
+class _PassCounter:
+    """Images forwarded and back-propagated through the model by one attack."""
+
+    def __init__(self) -> None:
+        self.forward_images = 0
+        self.backward_images = 0
+
+
+def _loss_and_gradient(
+    model: nn.Module,
+    adversarial: torch.Tensor,
+    objective: Objective,
+    stop_condition: Optional[StopCondition],
+    chunk_size: Optional[int],
+    counter: _PassCounter,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """The objective at ``adversarial`` and its input gradient (``None`` when the stop condition holds).
+
+    Unchunked: one forward with grad and ``autograd.grad``. Chunked: embeddings without grad chunk by chunk,
+    d objective / d embeddings once, then per chunk a forward with grad and a vector-Jacobian product.
+    """
+    rows = len(adversarial)
+    chunked = chunk_size is not None and rows > chunk_size
+    if chunked:
+        with torch.no_grad():
+            embeddings = torch.cat([model(adversarial[part]) for part in _chunks(rows, chunk_size)])
+        embeddings.requires_grad_(True)
+        source = embeddings
+    else:
+        adversarial = adversarial.detach().requires_grad_(True)
+        embeddings = model(adversarial)
+        source = adversarial
+    counter.forward_images += rows
+    loss = objective(embeddings)
+    if loss.dim() != 0:
+        raise ValueError(f"the PGD objective must return a scalar, got shape {tuple(loss.shape)}")
+    if stop_condition is not None and stop_condition(loss.detach()):
+        return loss.detach(), None
+    if not loss.requires_grad:
+        return loss.detach(), torch.zeros_like(adversarial)
+    (gradient,) = torch.autograd.grad(loss, source, allow_unused=True)
+    if gradient is None:
+        return loss.detach(), torch.zeros_like(adversarial)
+    if not chunked:
+        counter.backward_images += rows
+        return loss.detach(), gradient
+    input_gradient = torch.empty_like(adversarial)
+    for part in _chunks(rows, chunk_size):
+        piece = adversarial[part].detach().requires_grad_(True)
+        (input_gradient[part],) = torch.autograd.grad(model(piece), piece, grad_outputs=gradient[part])
+        counter.forward_images += len(piece)
+        counter.backward_images += len(piece)
+    return loss.detach(), input_gradient
 
 
 def projected_gradient_descent(
@@ -116,6 +216,7 @@ def projected_gradient_descent(
     random_start: bool = False,
     generator: Optional[torch.Generator] = None,
     stop_condition: Optional[StopCondition] = None,
+    chunk_size: Optional[int] = None,
 ) -> PGDResult:
     """Minimise ``objective(model(x_adv))`` over the L-inf ball of radius ``eps`` around ``inputs``.
 
@@ -130,8 +231,9 @@ def projected_gradient_descent(
         random_start: start from a uniform draw in the eps-ball (off by default, as in the literature).
         generator: random generator for the random start.
         stop_condition: called with the (detached) loss before each step; ``True`` ends the attack.
+        chunk_size: most rows pushed through the model at once (None: all). The result does not depend on it.
     """
-    _validate(eps, alpha, steps, input_range)
+    _validate(eps, alpha, steps, input_range, chunk_size)
     low, high = input_range
     clean = inputs.detach()
     lower_bound = (clean - eps).clamp(low, high)
@@ -143,26 +245,22 @@ def projected_gradient_descent(
         noise = torch.rand(clean.shape, generator=generator, device="cpu", dtype=clean.dtype).to(clean.device)
         adversarial = torch.max(torch.min(clean + (2 * noise - 1) * eps, upper_bound), lower_bound)
     steps_taken, stopped_early, last_loss = 0, False, None
+    counter = _PassCounter()
     with frozen_model(model), torch.enable_grad():
         for _ in range(steps):
-            adversarial.requires_grad_(True)
-            loss = objective(model(adversarial))
-            if loss.dim() != 0:
-                raise ValueError(f"the PGD objective must return a scalar, got shape {tuple(loss.shape)}")
-            last_loss = loss.detach()
-            if stop_condition is not None and stop_condition(last_loss):
+            last_loss, gradient = _loss_and_gradient(model, adversarial, objective, stop_condition, chunk_size, counter)
+            if gradient is None:
                 stopped_early = True
                 break
-            if loss.requires_grad:
-                (gradient,) = torch.autograd.grad(loss, adversarial, allow_unused=True)
-            else:
-                gradient = None
-            if gradient is None:
-                gradient = torch.zeros_like(adversarial)
             with torch.no_grad():
                 adversarial = adversarial - alpha * gradient.sign()
                 adversarial = torch.max(torch.min(adversarial, upper_bound), lower_bound)
             steps_taken += 1
     return PGDResult(
-        adversarial=adversarial.detach(), steps_taken=steps_taken, stopped_early=stopped_early, last_loss=last_loss
+        adversarial=adversarial.detach(),
+        steps_taken=steps_taken,
+        stopped_early=stopped_early,
+        last_loss=last_loss,
+        forward_images=counter.forward_images,
+        backward_images=counter.backward_images,
     )

@@ -64,6 +64,25 @@ def _sop_tree(root):
     return root
 
 
+def _image_folder_tree(root, images_per_class=2):
+    """Classes ant, bee, cat (train) and dog, emu (test) in unsorted creation order; JPEGs of 20x30, one grey PNG
+    of another size in a nested folder, and a text file that is not an image."""
+    for class_index, name in enumerate(("emu", "cat", "ant", "dog", "bee")):
+        for k in range(images_per_class):
+            jpeg(root / name / f"{name}_{k}.jpg", 10 * class_index + k)
+        nested = root / name / "more" / f"{name}_grey.png"
+        nested.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((7, 11), 40 * class_index, dtype=np.uint8), mode="L").save(nested)
+        (root / name / "notes.txt").write_text("not an image")
+    return root
+
+
+@pytest.fixture
+def image_folder_tree():
+    """Builds an ImageFolder tree: five classes (ant, bee, cat train; dog, emu test), images of mixed sizes."""
+    return _image_folder_tree
+
+
 @pytest.fixture
 def cub_tree():
     """Builds a CUB_200_2011 tree: classes 1, 2, 100 (train) and 101, 102, 200 (test), two images each."""

@@ -52,9 +52,15 @@ def test_train_then_evaluate_the_trainer_checkpoint(tmp_path, capsys):
     assert "trained on 8x8" in capsys.readouterr().err
 
 
-def test_demo_quick(tmp_path):
+def test_demo_quick(tmp_path, capsys, caplog):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--image-size", "8", "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    for text in (printed.out, printed.err, caplog.text):  # nothing the user did not cause reads like an error
+        assert "is missing" not in text and "error" not in text.lower()
+    assert "| CA-TRIDE |" in printed.out and "epoch 2, test: ARS" in printed.err
+    monitored = [row for row in json.loads((out / "histories.json").read_text())["CA-TRIDE"] if "evaluation" in row]
+    assert [row["epoch"] for row in monitored] == [1, 2]
     for name in ("undefended_report.json", "ca_tride_report.json", "summary.md", "collapse_diagnostics.png",
                  "ars_per_attack.png"):
         assert os.path.getsize(out / name) > 0, name
@@ -69,3 +75,24 @@ def test_errors_are_reported_with_exit_code_2(tmp_path, capsys):
     assert "root" in capsys.readouterr().err
     assert main(["train", "--dataset", "digits", "--model", "resnet18", "--epochs", "1"]) == 2
     assert "--model small_cnn" in capsys.readouterr().err
+
+
+def test_train_takes_every_defense_and_the_defense_default_steps(tmp_path, capsys):
+    from pml_tride.cli import build_parser
+    from pml_tride.recipes import DEFENSES
+
+    train = build_parser().parse_args(["train"])
+    assert train.steps is None and train.lam is None
+    for defense in DEFENSES:
+        assert build_parser().parse_args(["train", "--defense", defense]).defense == defense
+    out = tmp_path / "hm"
+    # hm mines SPC-2 batches: digits has 5 training classes, so its batches of 50 repeat classes (SPC2Sampler)
+    assert main(["train", "--dataset", "digits", "--image-size", "8", "--epochs", "1", "--defense", "hm", "--steps",
+                 "1", "--batch-size", "49", "--max-iters", "1", "--out", str(out)]) == 2
+    assert "SPC2SoftHardMiner, which needs SPC-2 batches" in capsys.readouterr().err
+    assert main(["train", "--dataset", "digits", "--image-size", "8", "--epochs", "1", "--defense", "hm", "--steps",
+                 "1", "--batch-size", "50", "--max-iters", "1", "--out", str(out)]) == 0
+    assert (out / "model.pt").exists()
+    assert main(["train", "--dataset", "digits", "--image-size", "8", "--defense", "est", "--lam", "5",
+                 "--epochs", "1", "--out", str(out)]) == 2
+    assert "'est'" in capsys.readouterr().err

@@ -10,7 +10,7 @@ changes, as on a GPU run. Intended CPU work (random draws from a CPU generator, 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
 import pml_tride
 from pml_tride import TrideMiner
@@ -93,8 +93,15 @@ def test_evaluator_creates_nothing_on_the_default_device(model, monkeypatch):
     dataset = TensorDataset(torch.rand(12, 3, 8, 8, generator=torch.Generator().manual_seed(2)), torch.arange(12) % 4)
     evaluator = RobustnessEvaluator(steps=2, batch_size=5, progress=False)
     # torch's DataLoader draws its base seed on the default device; the batches are made before the switch
-    batches = list(DataLoader(dataset, batch_size=5))
-    monkeypatch.setattr(evaluator, "_loader", lambda data: batches)
+    batches = {}
+
+    def own_batches(data, batch_rows, device):
+        key = tuple(map(tuple, batch_rows))
+        if key not in batches:
+            batches[key] = list(RobustnessEvaluator._own_batches(evaluator, data, batch_rows, device))
+        return iter(batches[key])
+
+    monkeypatch.setattr(evaluator, "_own_batches", own_batches)
     expected = evaluator.evaluate(model, dataset)
     with torch.device("meta"):
         report = evaluator.evaluate(model, dataset)

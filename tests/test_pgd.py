@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from pml_tride import projected_gradient_descent
-from pml_tride.pgd import check_input_range
+from pml_tride.pgd import ENGINE_IMAGE_COPIES, attack_memory_bytes, available_memory, check_input_range
 
 
 def small_model():
@@ -164,3 +164,74 @@ def test_errors():
         check_input_range(inputs + 2, (0.0, 1.0))
     with pytest.raises(ValueError, match="NaN"):
         check_input_range(inputs * float("nan"), (0.0, 1.0))
+
+
+def float64_model():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.Tanh(), nn.Flatten(),
+                          nn.Linear(3 * 4 * 4, 5)).double()
+    model[1].running_mean.normal_()  # eval-mode BatchNorm with non-trivial statistics
+    return model
+
+
+def coupled_objective(embeddings):
+    """Couples every row (pairwise distances), so a chunk's gradient depends on the other chunks."""
+    return -torch.cdist(embeddings, embeddings).sum() + (embeddings ** 2).sum(dim=1).max()
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 4, 7])
+def test_chunked_attack_equals_the_unchunked_attack(chunk_size):
+    model = float64_model()
+    inputs = torch.rand(7, 1, 4, 4, dtype=torch.float64)
+    before = snapshot(model)
+    arguments = {"eps": 0.1, "alpha": 0.01, "steps": 6}
+    whole = projected_gradient_descent(model, inputs, coupled_objective, **arguments)
+    chunked = projected_gradient_descent(model, inputs, coupled_objective, chunk_size=chunk_size, **arguments)
+    assert torch.equal(whole.adversarial, chunked.adversarial)
+    assert torch.allclose(whole.last_loss, chunked.last_loss, rtol=0, atol=1e-12)
+    assert (whole.adversarial - inputs).abs().max() > 0
+    assert_untouched(model, before)
+
+
+def test_chunked_forwards_never_exceed_the_chunk():
+    model = float64_model()
+    sizes = []
+    model.register_forward_hook(lambda module, args, output: sizes.append(len(args[0])))
+    projected_gradient_descent(model, torch.rand(7, 1, 4, 4, dtype=torch.float64), coupled_objective, eps=0.1,
+                               alpha=0.01, steps=2, chunk_size=3)
+    assert sizes == [3, 3, 1] * 4  # per step: embed without grad, then re-forward with grad
+
+
+@pytest.mark.parametrize("chunk_size, per_step", [(None, (5, 5)), (2, (10, 5))])
+def test_pass_counters_are_exact(chunk_size, per_step):
+    model = small_model()
+    inputs = torch.rand(5, 1, 4, 4)
+    result = projected_gradient_descent(model, inputs, lambda e: e.sum(), eps=0.1, alpha=0.01, steps=3,
+                                        chunk_size=chunk_size)
+    assert (result.forward_images, result.backward_images) == (3 * per_step[0], 3 * per_step[1])
+    # early stop after two steps: the third check's forward (all 5 rows, no recomputation) has no backward
+    checks = []
+
+    def stop_at_third_check(loss):
+        checks.append(loss)
+        return len(checks) == 3
+
+    stopped = projected_gradient_descent(model, inputs, lambda e: e.sum(), eps=0.1, alpha=0.01, steps=10,
+                                         chunk_size=chunk_size, stop_condition=stop_at_third_check)
+    assert stopped.steps_taken == 2 and stopped.stopped_early
+    assert (stopped.forward_images, stopped.backward_images) == (2 * per_step[0] + 5, 2 * per_step[1])
+    untouched = projected_gradient_descent(model, inputs, lambda e: e.sum(), eps=0.0, alpha=0.01, steps=3)
+    assert (untouched.forward_images, untouched.backward_images) == (0, 0)
+
+
+def test_memory_helpers():
+    assert attack_memory_bytes((10, 3, 4, 4), torch.float32) == ENGINE_IMAGE_COPIES * 10 * 48 * 4
+    assert attack_memory_bytes((2, 5), torch.float64) == ENGINE_IMAGE_COPIES * 10 * 8
+    assert available_memory(torch.device("cpu")) > 0
+
+
+@pytest.mark.parametrize("chunk_size", [0, -1, 2.5, True])
+def test_invalid_chunk_size(chunk_size):
+    with pytest.raises(ValueError, match="chunk_size"):
+        projected_gradient_descent(small_model(), torch.rand(2, 1, 4, 4), lambda e: e.sum(), eps=0.1, alpha=0.1,
+                                   steps=1, chunk_size=chunk_size)

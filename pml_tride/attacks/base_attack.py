@@ -67,9 +67,10 @@ class RetrievalPool:
 class AttackTrials:
     """Per-trial records of one measurement over one batch (one row per attacked image).
 
-    Units of ``before``/``after``: CA+/CA-/QA+/QA-: percentile rank (rank / N, in [0, 1)); TMA: cosine to the
-    target; ES:D: L2 embedding shift (``before`` = 0); ES:R, LTM, GTM: top-1 hit (1/0) with the query's own
-    pool entry excluded; GTT: the target still among the 4 nearest non-self items (1/0).
+    Units of ``before``/``after``: CA+/CA-/QA+/QA-: percentile rank (rank / N; in [0, 1] for CA, whose
+    adversarial candidate can fall behind all N pool items, and in [0, 1) for QA); TMA: cosine to the target;
+    ES:D: L2 embedding shift (``before`` = 0); ES:R, LTM, GTM: top-1 hit (1/0) with the query's own pool entry
+    excluded; GTT: the target still among the 4 nearest non-self items (1/0).
     """
 
     name: str

@@ -2,22 +2,55 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
+import random
 import time
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
-from ..attacks import ATTACK_NAMES, AttackTrials, BaseRankingAttack, RetrievalPool, build_attacks
+from ..attacks import ATTACK_NAMES, AttackContext, AttackTrials, BaseRankingAttack, RetrievalPool, build_attacks
+from ..distributed import all_gather_objects, broadcast_object, get_rank, get_world_size, unwrap_model
 from ..pgd import frozen_model
+from ..progress import progress_bar
 from .benign import benign_metrics
 from .robustness_report import RobustnessReport
 
-__all__ = ["RobustnessEvaluator"]
+__all__ = ["RobustnessEvaluator", "clean_recall_at_1"]
+
+@contextlib.contextmanager
+def preserved_random_state() -> Iterator[None]:
+    """Restore the global torch, CUDA, numpy and Python random states on exit (data loaders draw their seeds
+    from torch's)."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []):
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+
+# Query rows per block of distances in clean_recall_at_1.
+RECALL_BLOCK_ROWS = 256
+
+
+def clean_recall_at_1(pool: RetrievalPool, rows: torch.Tensor) -> float:
+    """Clean R@1 (percent) of the pool items ``rows`` as queries against the rest of the pool (own entry excluded,
+    stable sort), the definition of the benign R@1 restricted to these queries."""
+    hits = 0
+    for start in range(0, len(rows), RECALL_BLOCK_ROWS):
+        block = rows[start: start + RECALL_BLOCK_ROWS]
+        distances = torch.cdist(pool.embeddings[block], pool.embeddings)
+        distances[torch.arange(len(block)), block] = float("inf")
+        nearest = distances.argsort(dim=1, stable=True)[:, 0]
+        hits += int((pool.labels[nearest] == pool.labels[block]).sum())
+    return 100 * hits / len(rows)
 
 
 class RobustnessEvaluator:
@@ -27,6 +60,12 @@ class RobustnessEvaluator:
     attack (as the query, or as the candidate for CA), batch by batch in data set order; targets are drawn from a
     generator seeded from ``seed`` and the attack (:meth:`attack_seed`), so each attack draws the same targets
     whichever other attacks are evaluated with it. Only batch x pool distance blocks are built.
+
+    Under torch.distributed (torchrun) the batches are dealt to the ranks (batch ``i`` to rank ``i % world_size``):
+    each rank embeds its batches of the pool, which is all-gathered; each rank attacks its batches, after replaying
+    the target selection of the others' batches on their clean pool embeddings so that its target generator is where
+    a single process would have it; the per-trial records are gathered. The report, on every rank, equals the
+    single-process report exactly (timings aside). A ``DistributedDataParallel`` model is evaluated unwrapped.
 
     Args:
         eps, alpha, steps: PGD budget, step size and steps (ERS setting: 8/255, 3/255, 32; no random start).
@@ -41,6 +80,9 @@ class RobustnessEvaluator:
         benign: compute R@1/R@2/mAP/NMI (R@1 is needed for ARS).
         max_batches: attack only the first batches of each attack (a quick look; ERS/ARS then cover a subset).
         use_faiss: use faiss for k-means when installed.
+        queries: attack only this many test images, a random subset drawn from ``seed`` that is the same in every
+            call on a data set of the same size (monitoring during training); ``None``: all of them. The pool
+            and the benign metrics still cover the whole test set.
     """
 
     def __init__(
@@ -58,16 +100,20 @@ class RobustnessEvaluator:
         benign: bool = True,
         max_batches: Optional[int] = None,
         use_faiss: bool = True,
+        queries: Optional[int] = None,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if max_batches is not None and (not isinstance(max_batches, int) or max_batches < 1):
             raise ValueError(f"max_batches must be None or a positive integer, got {max_batches!r}")
+        if queries is not None and (isinstance(queries, bool) or not isinstance(queries, int) or queries < 1):
+            raise ValueError(f"queries must be None or a positive integer, got {queries!r}")
         self.attacks = build_attacks(attacks, eps=eps, alpha=alpha, steps=steps, input_range=input_range,
                                      robrank_compat=robrank_compat)
         self.eps, self.alpha, self.steps, self.batch_size, self.seed = eps, alpha, steps, batch_size, seed
         self.robrank_compat, self.device, self.input_range = robrank_compat, device, tuple(input_range)
         self.progress, self.benign, self.max_batches, self.use_faiss = progress, benign, max_batches, use_faiss
+        self.queries = queries
 
     def attack_seed(self, attack: BaseRankingAttack) -> int:
         """The seed of one attack's target selection, from ``seed`` and the attack's place in Table 2 (not its place
@@ -85,30 +131,73 @@ class RobustnessEvaluator:
             return torch.device(self.device)
         return self._model_device(model) or torch.device("cpu")
 
-    def _loader(self, dataset: Dataset) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=0)
+    def _batch_rows(self, rows: List[int]) -> List[List[int]]:
+        """``rows`` (data set rows, in order) cut into batches of ``batch_size``."""
+        return [rows[start:start + self.batch_size] for start in range(0, len(rows), self.batch_size)]
 
-    def _batches(self, loader: DataLoader, device: torch.device):
-        for index, (images, labels) in enumerate(loader):
-            if self.max_batches is not None and index >= self.max_batches:
-                return
+    def _own_batches(self, dataset: Dataset, batch_rows: List[List[int]], device: torch.device):
+        """This rank's batches ``(index, images, labels)``: every ``world_size``-th batch from its rank."""
+        rank, world_size = get_rank(), get_world_size()
+        own = list(range(rank, len(batch_rows), world_size))
+        loader = DataLoader(dataset, batch_sampler=[batch_rows[index] for index in own], num_workers=0)
+        for index, (images, labels) in zip(own, loader):
             yield index, images.to(device), torch.as_tensor(labels, device=device)
 
+    def attacked_indices(self, size: int) -> torch.Tensor:
+        """Pool indices of the attacked test images, in increasing order: all ``size`` of them, or the seeded
+        random subset of ``queries``; then cut to the first ``max_batches`` batches."""
+        if self.queries is None or self.queries >= size:
+            indices = torch.arange(size)
+        else:
+            seed = int(np.random.SeedSequence([self.seed, size]).generate_state(1)[0])
+            generator = torch.Generator().manual_seed(seed)
+            indices = torch.randperm(size, generator=generator)[: self.queries].sort().values
+        if self.max_batches is not None:
+            indices = indices[: self.max_batches * self.batch_size]
+        return indices
+
     def build_pool(self, model: nn.Module, dataset: Dataset) -> RetrievalPool:
-        """Clean, L2-normalised embeddings of the whole data set (model in eval mode, state restored)."""
+        """Clean, L2-normalised embeddings of the whole data set (model in eval mode, state restored); under
+        torch.distributed each rank embeds its batches and the pool is all-gathered."""
+        model = unwrap_model(model)
         device = self._device(model)
-        embeddings, labels = [], []
+        batch_rows = self._batch_rows(list(range(len(dataset))))
+        parts = []
         with frozen_model(model), torch.no_grad():
-            for images, batch_labels in tqdm(self._loader(dataset), desc="embedding the pool", leave=False,
-                                             disable=not self.progress):
-                embeddings.append(F.normalize(model(images.to(device)), dim=1))
-                labels.append(torch.as_tensor(batch_labels, device=device))
-        return RetrievalPool(torch.cat(embeddings), torch.cat(labels))
+            for index, images, labels in progress_bar(self._own_batches(dataset, batch_rows, device),
+                                                      desc="embedding the pool", leave=False,
+                                                      disable_progress=not self.progress or get_rank() != 0):
+                parts.append((index, F.normalize(model(images), dim=1), labels))
+        if get_world_size() > 1:
+            shards = all_gather_objects([(index, emb.cpu(), lab.cpu()) for index, emb, lab in parts])
+            gathered = [part for rank_parts in shards for part in rank_parts]
+            parts = [(index, embeddings.to(device), labels.to(device))
+                     for index, embeddings, labels in sorted(gathered, key=lambda part: part[0])]
+        return RetrievalPool(torch.cat([part[1] for part in parts]), torch.cat([part[2] for part in parts]))
+
+    @staticmethod
+    def _replay_selection(attack: BaseRankingAttack, pool: RetrievalPool, rows: List[int],
+                          generator: torch.Generator) -> None:
+        """Advance ``generator`` past another rank's batch: its target selection on the batch's clean embeddings
+        (the pool's rows), whose draws are those the single-process run makes there."""
+        pool_indices = torch.tensor(rows, device=pool.embeddings.device)
+        context = AttackContext(clean=pool.embeddings[pool_indices], pool=pool, pool_indices=pool_indices,
+                                target_index=torch.full((len(rows),), -1, dtype=torch.long, device=pool_indices.device))
+        attack.select(context, generator)
 
     def evaluate(self, model: nn.Module, dataset: Dataset) -> RobustnessReport:
-        """Benign metrics, every attack on every test image, ERS and ARS."""
+        """Benign metrics, every attack on every test image, ERS and ARS.
+
+        The global random states (torch, CUDA, numpy, Python) are restored afterwards, so evaluating during
+        training (:class:`~pml_tride.evaluation.RobustnessTester`) does not change the training run.
+        """
+        with preserved_random_state():
+            return self._evaluate(model, dataset)
+
+    def _evaluate(self, model: nn.Module, dataset: Dataset) -> RobustnessReport:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        model = unwrap_model(model)
         if len(dataset) < 2:
             raise ValueError(f"the data set needs at least 2 images, got {len(dataset)}")
         device = self._device(model)
@@ -118,31 +207,50 @@ class RobustnessEvaluator:
                              "model.to(device)")
         started = time.perf_counter()
         pool = self.build_pool(model, dataset)
-        benign = benign_metrics(pool.embeddings, pool.labels, use_faiss=self.use_faiss) if self.benign else {}
-        loader = self._loader(dataset)
-        batches = len(loader) if self.max_batches is None else min(len(loader), self.max_batches)
-        collected: Dict[str, List[AttackTrials]] = {}
+        benign = {}
+        if self.benign:  # computed once, on rank 0
+            benign = broadcast_object(benign_metrics(pool.embeddings, pool.labels, use_faiss=self.use_faiss)
+                                      if get_rank() == 0 else None)
+        attacked = self.attacked_indices(len(dataset))
+        batch_rows = self._batch_rows(attacked.tolist())
+        batches = len(batch_rows)
+        rank, world_size = get_rank(), get_world_size()
+        collected: Dict[str, List[Tuple[int, AttackTrials]]] = {}
         timings: Dict[str, float] = {}
-        with tqdm(total=batches * len(self.attacks), desc="attacks", disable=not self.progress) as bar:
+        own_count = len(range(rank, batches, world_size))
+        with progress_bar(total=own_count * len(self.attacks), desc="attacks",
+                          disable_progress=not self.progress or rank != 0) as bar:
             for attack in self.attacks:
                 generator = torch.Generator().manual_seed(self.attack_seed(attack))
                 attack_started = time.perf_counter()
                 bar.set_postfix_str("/".join(attack.measurements))
-                for index, images, _ in self._batches(loader, device):
-                    pool_indices = torch.arange(index * self.batch_size, index * self.batch_size + len(images),
-                                                device=device)
+                replayed = 0
+                for index, images, _ in self._own_batches(dataset, batch_rows, device):
+                    for other in range(replayed, index):  # the batches of other ranks before this one
+                        self._replay_selection(attack, pool, batch_rows[other], generator)
+                    replayed = index + 1
+                    pool_indices = torch.tensor(batch_rows[index], device=device)
                     for name, trials in attack(model, images, pool, pool_indices, generator).items():
-                        collected.setdefault(name, []).append(trials)
+                        collected.setdefault(name, []).append((index, trials))
                     bar.update(1)
                 timings["/".join(attack.measurements)] = time.perf_counter() - attack_started
+        if world_size > 1:
+            merged: Dict[str, List[Tuple[int, AttackTrials]]] = {}
+            for rank_collected in all_gather_objects(collected):
+                for name, parts in rank_collected.items():
+                    merged.setdefault(name, []).extend(parts)
+            collected = merged
+        collected = {name: [trials for _, trials in sorted(parts, key=lambda part: part[0])]
+                     for name, parts in collected.items()}
         trials = {name: self._concatenate(name, parts) for name, parts in collected.items()}
         settings: Dict[str, Any] = {
             "eps": self.eps, "alpha": self.alpha, "steps": self.steps, "seed": self.seed,
             "robrank_compat": self.robrank_compat, "batch_size": self.batch_size, "pool_size": len(pool),
-            "attacked_batches": batches, "attack_seconds": timings,
-            "total_seconds": time.perf_counter() - started,
+            "attacked_batches": batches, "attacked_queries": len(attacked), "queries": self.queries,
+            "attack_seconds": timings, "processes": world_size, "total_seconds": time.perf_counter() - started,
         }
-        return RobustnessReport.from_trials(benign, trials, settings)
+        clean_r1 = None if len(attacked) == len(pool) else clean_recall_at_1(pool, attacked.to(pool.embeddings.device))
+        return RobustnessReport.from_trials(benign, trials, settings, clean_r1=clean_r1)
 
     @staticmethod
     def _concatenate(name: str, parts: List[AttackTrials]) -> AttackTrials:

@@ -12,6 +12,7 @@ import torch
 from ..attacks import ATTACK_NAMES, AttackTrials
 from ..optional_imports import import_pyplot
 from .scores import ARS_ATTACKS, ars, ars_per_trial, ers, ers_per_attack
+from .scores import ars_per_attack as table_ars_per_attack
 
 __all__ = ["RobustnessReport", "raw_results", "PERCENT_SCALE"]
 
@@ -33,10 +34,12 @@ class RobustnessReport:
     """What :class:`RobustnessEvaluator` measured.
 
     ``benign``: R@1, R@2, mAP, NMI (percent). ``raw``: the ten attack results in the paper's Table 2 units.
-    ``ers``/``ers_per_attack``: ERS over the ten; ``ars``/``ars_per_attack``: table-mode ARS over the eight
-    ARS attacks (Table 1); ``ars_per_trial``: per-trial ARS scores and ``ars_excluded`` trial counts;
-    ``trials``: per-trial records (query index, target index, before, after) per measurement; ``settings``:
-    attack parameters, seed, pool size and timings.
+    ``ers``/``ers_per_attack``: ERS over the ten; ``ars``/``ars_per_attack``: table-mode ARS (Table 1), overall
+    over the eight ARS attacks (only when all eight ran) and per attack for each ARS attack that ran;
+    ``ars_r1``: the clean R@1 (percent) that table-mode ARS divides by, that of the attacked queries;
+    ``ars_per_trial``: per-trial ARS scores and ``ars_excluded`` trial counts; ``trials``: per-trial records
+    (query index, target index, before, after) per measurement; ``settings``: attack parameters (``robrank_compat``
+    included), seed, pool size, attacked queries and timings.
     """
 
     benign: Dict[str, float]
@@ -49,21 +52,26 @@ class RobustnessReport:
     ars_per_attack: Dict[str, float] = field(default_factory=dict)
     ars_per_trial: Dict[str, float] = field(default_factory=dict)
     ars_excluded: Dict[str, int] = field(default_factory=dict)
+    ars_r1: Optional[float] = None
 
     @classmethod
-    def from_trials(cls, benign: Dict[str, float], trials: Dict[str, AttackTrials],
-                    settings: Dict[str, Any]) -> "RobustnessReport":
-        """Compute every score that the measured attacks allow (ERS needs all ten, ARS the eight)."""
+    def from_trials(cls, benign: Dict[str, float], trials: Dict[str, AttackTrials], settings: Dict[str, Any],
+                    clean_r1: Optional[float] = None) -> "RobustnessReport":
+        """Compute every score that the measured attacks allow: ERS needs all ten; overall ARS the eight; the
+        per-attack ARS of each ARS attack that ran. ``clean_r1``: the clean R@1 (percent) of the attacked
+        queries, which table-mode ARS divides by (default: the benign R@1 of the whole test set)."""
         raw = raw_results(trials)
         report = cls(benign=benign, raw=raw, trials=trials, settings=settings)
         if all(name in raw for name in ATTACK_NAMES):
             report.ers_per_attack = ers_per_attack(raw)
             report.ers = ers(raw)
-        if all(name in raw for name in ARS_ATTACKS) and benign.get("R@1", 0) > 0:
-            table = ars(raw, benign["R@1"])
-            report.ars = table.pop("overall")
-            report.ars_per_attack = table
-            per_trial = ars_per_trial(trials)
+        r1 = benign.get("R@1") if clean_r1 is None else clean_r1
+        report.ars_r1 = r1 if r1 is not None and r1 > 0 else None
+        report.ars_per_attack = table_ars_per_attack(raw, report.ars_r1)
+        if all(name in raw for name in ARS_ATTACKS) and report.ars_r1 is not None:
+            report.ars = ars(raw, report.ars_r1)["overall"]
+        if any(name in trials for name in ARS_ATTACKS):
+            per_trial = ars_per_trial(trials, partial=True)
             report.ars_per_trial, report.ars_excluded = per_trial.scores, per_trial.excluded
         return report
 
@@ -102,12 +110,29 @@ class RobustnessReport:
             return "-"
         return f"{value:.{digits}f}"
 
+    def describe_attacks(self) -> str:
+        """One line on how the attacks ran: the robrank_compat mode, the budget and the attacked queries."""
+        settings = self.settings
+        compat = settings.get("robrank_compat")
+        mode = {True: "robrank_compat=True (robrank's quirks reproduced)",
+                False: "robrank_compat=False (corrected attacks)"}.get(compat, "robrank_compat unknown")
+        parts = [f"Attacks: {mode}"]
+        if "eps" in settings:
+            parts.append(f"eps {settings['eps'] * 255:.3g}/255, alpha {settings['alpha'] * 255:.3g}/255, "
+                         f"{settings['steps']} steps")
+        if "attacked_queries" in settings and "pool_size" in settings:
+            parts.append(f"{settings['attacked_queries']} of {settings['pool_size']} test images attacked")
+        return "; ".join(parts)
+
     def to_markdown(self, title: str = "model") -> str:
-        """Two tables shaped like the paper's Table 2 (raw results, ERS) and Table 1 (ARS)."""
+        """Two tables shaped like the paper's Table 2 (raw results, ERS) and Table 1 (ARS), after a line that
+        says how the attacks ran (``robrank_compat`` changes GTM and LTM noticeably)."""
         benign_names = ["R@1", "R@2", "mAP", "NMI"]
         raw_names = [name for name in ATTACK_NAMES if name in self.raw]
         raw_digits = {"TMA": 3, "ES:D": 2}
         lines = [
+            self.describe_attacks(),
+            "",
             "Raw attack results (Table 2 units: % except TMA cosine and ES:D L2) and ERS",
             "",
             "| " + " | ".join(["model"] + benign_names + raw_names + ["ERS"]) + " |",
@@ -116,7 +141,8 @@ class RobustnessReport:
                               + [self._cell(self.raw[n], raw_digits.get(n, 1)) for n in raw_names]
                               + [self._cell(self.ers)]) + " |",
             "",
-            "ARS (table mode, Table 1; per-trial mode in brackets)",
+            "ARS (table mode, Table 1, recall attacks relative to the attacked queries' clean R@1 "
+            f"{self._cell(self.ars_r1)}; per-trial mode in brackets; overall only when all eight ran)",
             "",
             "| " + " | ".join(["model"] + list(ARS_ATTACKS) + ["overall"]) + " |",
             "|" + "---|" * (2 + len(ARS_ATTACKS)),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Dict, Mapping, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 
@@ -17,7 +17,7 @@ from ..attacks import ATTACK_NAMES
 
 __all__ = [
     "ERS_ATTACKS", "ARS_ATTACKS", "PLUS_ATTACKS", "MINUS_ATTACKS", "RECALL_ATTACKS", "SIGN_HANDLINGS",
-    "ers_per_attack", "ers", "ars", "ars_per_trial", "PerTrialARS",
+    "ers_per_attack", "ers", "ars", "ars_per_attack", "ars_per_trial", "PerTrialARS",
 ]
 
 ERS_ATTACKS = ATTACK_NAMES
@@ -26,6 +26,8 @@ ARS_ATTACKS = ("CA+", "CA-", "QA+", "QA-", "ES:R", "LTM", "GTM", "GTT")
 PLUS_ATTACKS = ("CA+", "QA+")
 MINUS_ATTACKS = ("CA-", "QA-")
 RECALL_ATTACKS = ("ES:R", "LTM", "GTM", "GTT")
+# Table-mode ARS of these divides by the benign R@1 (Eq. 31).
+R1_ATTACKS = ("ES:R", "LTM", "GTM")
 SIGN_HANDLINGS = ("signed_clip", "signed", "abs")
 # ERS constants: an untouched random target sits at the 50th percentile; unit vectors are at most 2 apart.
 UNTOUCHED_PERCENTILE = 50.0
@@ -42,27 +44,57 @@ def _check_keys(raw: Mapping[str, float], needed: Tuple[str, ...]) -> None:
         raise ValueError(f"raw results: missing {missing}, unknown {unknown}; expected keys {list(needed)}")
 
 
-def ers_per_attack(raw: Mapping[str, float]) -> Dict[str, float]:
-    """Each raw result normalised to 0-100, higher = more robust (robrank's ``ersnormalize``)."""
-    _check_keys(raw, ERS_ATTACKS)
-    return {
-        "CA+": 100 * raw["CA+"] / UNTOUCHED_PERCENTILE,
-        "CA-": 100 - raw["CA-"],
-        "QA+": 100 * raw["QA+"] / UNTOUCHED_PERCENTILE,
-        "QA-": 100 - raw["QA-"],
-        "TMA": 100 * (1 - raw["TMA"]),
-        "ES:D": 100 * (MAX_SHIFT - raw["ES:D"]) / MAX_SHIFT,
-        "ES:R": raw["ES:R"],
-        "LTM": raw["LTM"],
-        "GTM": raw["GTM"],
-        "GTT": raw["GTT"],
+def ers_per_attack(raw: Mapping[str, float], partial: bool = False) -> Dict[str, float]:
+    """Each raw result normalised to 0-100, higher = more robust (robrank's ``ersnormalize``). ``partial=True``
+    normalises the attacks present instead of requiring all ten."""
+    if partial:
+        _check_keys(raw, tuple(name for name in ERS_ATTACKS if name in raw))
+    else:
+        _check_keys(raw, ERS_ATTACKS)
+    normalised = {
+        "CA+": lambda x: 100 * x / UNTOUCHED_PERCENTILE,
+        "CA-": lambda x: 100 - x,
+        "QA+": lambda x: 100 * x / UNTOUCHED_PERCENTILE,
+        "QA-": lambda x: 100 - x,
+        "TMA": lambda x: 100 * (1 - x),
+        "ES:D": lambda x: 100 * (MAX_SHIFT - x) / MAX_SHIFT,
     }
+    return {name: normalised.get(name, float)(raw[name]) for name in ERS_ATTACKS if name in raw}
 
 
 def ers(raw: Mapping[str, float]) -> float:
     """Empirical Robustness Score: the mean of the ten normalised scores."""
     per_attack = ers_per_attack(raw)
     return sum(per_attack.values()) / len(per_attack)
+
+
+def _table_score(name: str, value: float, benign_r1: float) -> float:
+    if name in PLUS_ATTACKS:
+        return 100 * value / UNTOUCHED_PERCENTILE
+    if name in MINUS_ATTACKS:
+        return 100 * (1 - (value - MINUS_INITIAL_PERCENT) / (BOTTOM_PERCENT - MINUS_INITIAL_PERCENT))
+    if name == "GTT":
+        return value
+    return 100 * value / benign_r1
+
+
+def _check_r1(benign_r1: float) -> None:
+    if not (isinstance(benign_r1, (int, float)) and benign_r1 > 0):
+        raise ValueError(f"benign_r1 must be a positive percentage, got {benign_r1!r}")
+
+
+def ars_per_attack(raw: Mapping[str, float], benign_r1: Optional[float], clip: bool = False) -> Dict[str, float]:
+    """Table-mode ARS of each ARS attack present in ``raw`` (any subset of the eight; TMA and ES:D are ignored),
+    without ``"overall"``: what a partial evaluation can report. ``benign_r1=None`` leaves out ES:R, LTM and GTM,
+    whose score divides by it."""
+    unknown = [name for name in raw if name not in ERS_ATTACKS]
+    if unknown:
+        raise ValueError(f"raw results: unknown {unknown}; expected names from {list(ERS_ATTACKS)}")
+    if benign_r1 is not None:
+        _check_r1(benign_r1)
+    names = [name for name in ARS_ATTACKS if name in raw and (benign_r1 is not None or name not in R1_ATTACKS)]
+    scores = {name: _table_score(name, raw[name], benign_r1) for name in names}
+    return {name: min(max(score, 0.0), 100.0) for name, score in scores.items()} if clip else scores
 
 
 def ars(raw: Mapping[str, float], benign_r1: float, clip: bool = False) -> Dict[str, float]:
@@ -73,20 +105,8 @@ def ars(raw: Mapping[str, float], benign_r1: float, clip: bool = False) -> Dict[
     [0, 100]; the paper does not clip. Returns the eight scores and their mean, ``"overall"``.
     """
     _check_keys(raw, ARS_ATTACKS)
-    if not (isinstance(benign_r1, (int, float)) and benign_r1 > 0):
-        raise ValueError(f"benign_r1 must be a positive percentage, got {benign_r1!r}")
-    scores = {}
-    for name in ARS_ATTACKS:
-        value = raw[name]
-        if name in PLUS_ATTACKS:
-            score = 100 * value / UNTOUCHED_PERCENTILE
-        elif name in MINUS_ATTACKS:
-            score = 100 * (1 - (value - MINUS_INITIAL_PERCENT) / (BOTTOM_PERCENT - MINUS_INITIAL_PERCENT))
-        elif name == "GTT":
-            score = value
-        else:
-            score = 100 * value / benign_r1
-        scores[name] = min(max(score, 0.0), 100.0) if clip else score
+    _check_r1(benign_r1)
+    scores = ars_per_attack(raw, benign_r1, clip)
     scores["overall"] = sum(scores[name] for name in ARS_ATTACKS) / len(ARS_ATTACKS)
     return scores
 
@@ -116,7 +136,8 @@ def _float64(values) -> torch.Tensor:
     return torch.as_tensor(values, dtype=torch.float64, device="cpu")
 
 
-def ars_per_trial(trials: Mapping[str, "object"], sign_handling: str = "signed_clip") -> PerTrialARS:
+def ars_per_trial(trials: Mapping[str, "object"], sign_handling: str = "signed_clip",
+                  partial: bool = False) -> PerTrialARS:
     """ARS from recorded trials (Eq. 15, 27-30): R_i = 1 - (O_r - O_i) / (O_g - O_i), averaged over trials.
 
     ``trials`` maps each ARS attack name to an object with ``before`` and ``after`` tensors (percentile ranks
@@ -124,15 +145,16 @@ def ars_per_trial(trials: Mapping[str, "object"], sign_handling: str = "signed_c
     CA-/QA-; trials already at the goal are excluded and counted. ``sign_handling``: "signed_clip" (R_i clipped
     to [0, 1]: moving away from the goal counts as full resistance), "signed" (Eq. 15 as written) or "abs"
     (Eq. 27's |r - r~|). Recall attacks and GTT: 100 mean(after) / mean(before) (Eq. 31); NaN with a warning
-    when the clean value is 0.
+    when the clean value is 0. ``partial=True`` scores the ARS attacks present and leaves out ``"overall"``
+    unless all eight are there (else a missing attack raises a ``ValueError``).
     """
     if sign_handling not in SIGN_HANDLINGS:
         raise ValueError(f"sign_handling must be one of {SIGN_HANDLINGS}, got {sign_handling!r}")
     missing = [name for name in ARS_ATTACKS if name not in trials]
-    if missing:
+    if missing and not partial:
         raise ValueError(f"ars_per_trial needs trials for {missing}")
     scores, excluded = {}, {}
-    for name in ARS_ATTACKS:
+    for name in (name for name in ARS_ATTACKS if name in trials):
         before, after = _float64(trials[name].before), _float64(trials[name].after)
         if name in RECALL_ATTACKS:
             clean = before.mean().item()
@@ -149,5 +171,6 @@ def ars_per_trial(trials: Mapping[str, "object"], sign_handling: str = "signed_c
             scores[name] = 100 * _resistance(before[informative], after[informative], goal, sign_handling).mean().item()
         else:
             scores[name] = math.nan
-    scores["overall"] = sum(scores[name] for name in ARS_ATTACKS) / len(ARS_ATTACKS)
+    if not missing:
+        scores["overall"] = sum(scores[name] for name in ARS_ATTACKS) / len(ARS_ATTACKS)
     return PerTrialARS(scores=scores, excluded=excluded)

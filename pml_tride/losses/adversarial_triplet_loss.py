@@ -5,22 +5,30 @@ a forward hook (so ``loss(embeddings, labels, indices_tuple)`` stays a drop-in P
 building the set of images to perturb, calling the one PGD engine, the training forward of the adversarial
 images, the per-triplet margin loss, the epoch, and the state that a resumed run needs.
 Subclasses implement :meth:`compute_adversarial_loss`.
+
+Memory does not grow with the number of triplets beyond the images themselves: the attack, the clean embeddings
+it needs and the training forward of the adversarial images run in chunks of ``attack_batch_size`` images (by
+default the size of the caller's batch, so no pass holds activations for more images than the caller's own
+forward), and an attack whose images cannot fit at all is refused before the engine allocates its copies.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 import weakref
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
 
 import torch
+import torch.utils.checkpoint
 from pytorch_metric_learning.losses import BaseMetricLossFunction
 from pytorch_metric_learning.reducers import MeanReducer
 from pytorch_metric_learning.utils import common_functions as c_f
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from torch import nn
 
+from .. import pgd
 from ..collapseness import mean_pairwise_distance, separability
 from ..pgd import PGDResult, check_input_range, frozen_model, projected_gradient_descent
 from ..schedules import check_epoch, progressive_alpha
@@ -28,8 +36,22 @@ from ..schedules import check_epoch, progressive_alpha
 __all__ = ["AdversarialTripletLoss", "PerturbationSet", "PERTURB_MODES"]
 
 PERTURB_MODES = ("unique", "per_triplet")
+# Without attack_batch_size, a pass holds at most this many of the caller's batches: a per-triplet copy set of a
+# mined batch (at most 3 copies per triplet, one triplet per anchor) runs unchunked, dense miners' sets in chunks.
+DEFAULT_CHUNK_BATCHES = 4
 
 Triplets = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class ModelReference:
+    """Holds the attacked model by reference: not a submodule (not in ``state_dict()``, not moved by ``.to()``),
+    and not an ``nn.Module`` attribute that record-keeper's recursive walk of ``loss_funcs`` would descend into
+    (it names tables after the model's children, which sqlite rejects)."""
+
+    __slots__ = ("module",)
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
 
 
 class PerturbationSet:
@@ -66,6 +88,11 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
         input_range: the valid pixel range of the inputs.
         triplets_per_anchor: used when the loss builds triplets itself (no indices_tuple or pairs), as in
             PML's ``TripletMarginLoss``.
+        attack_batch_size: most images pushed through the model at once by the attack, the clean embeddings it
+            needs and the training forward of the adversarial images (None: ``DEFAULT_CHUNK_BATCHES`` times the
+            size of the caller's batch, so the per-triplet copies of a mined batch, e.g. HM's 3 x 56 for 112
+            images, run in one pass, and only dense miners' tens of thousands of copies are chunked).
+            The attack's result does not depend on it; see :meth:`training_embeddings` for BatchNorm.
         **kwargs: PML loss arguments (``distance``, ``reducer``, ``collect_stats``, ``embedding_regularizer``).
     """
 
@@ -81,6 +108,7 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
         perturb: str = "unique",
         input_range: Tuple[float, float] = (0.0, 1.0),
         triplets_per_anchor: Union[str, int] = "all",
+        attack_batch_size: Optional[int] = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -95,17 +123,24 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
             raise ValueError(f"perturb must be one of {PERTURB_MODES}, got {perturb!r}")
         if len(input_range) != 2 or not input_range[0] < input_range[1]:
             raise ValueError(f"input_range must be (low, high) with low < high, got {input_range!r}")
+        if attack_batch_size is not None and (
+            isinstance(attack_batch_size, bool) or not isinstance(attack_batch_size, int) or attack_batch_size < 1
+        ):
+            raise ValueError(f"attack_batch_size must be None or an integer >= 1, got {attack_batch_size!r}")
         if self.distance.is_inverted:
             raise ValueError(
                 f"{type(self).__name__} needs a distance (smaller = closer), got the similarity "
                 f"{type(self.distance).__name__}; use e.g. LpDistance(normalize_embeddings=True, p=2)"
             )
-        object.__setattr__(self, "model", model)
+        self._model_reference = ModelReference(model)
         self.margin, self.eps, self.alpha, self.steps = margin, eps, alpha, steps
         self.progressive_alpha = progressive_alpha
         self.perturb = perturb
         self.input_range = tuple(input_range)
         self.triplets_per_anchor = triplets_per_anchor
+        self.attack_batch_size = attack_batch_size
+        self._batch_rows: Optional[int] = None
+        self._num_triplets: Optional[int] = None
         self.epoch: Optional[int] = None
         self.total_epochs: Optional[int] = None
         self._warned_no_epoch = False
@@ -116,8 +151,14 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
         self.add_to_recordable_attributes(list_of_names=["margin", "eps", "alpha", "steps"], is_stat=False)
         self._stat_names: list = []
         self.register_stats(
-            ["pgd_steps", "num_perturbed", "max_perturbation", "embedding_shift", "separability", "mean_distance"]
+            ["pgd_steps", "num_perturbed", "max_perturbation", "embedding_shift", "separability", "mean_distance",
+             "pgd_forward_images", "pgd_backward_images"]
         )
+
+    @property
+    def model(self) -> nn.Module:
+        """The model the loss attacks (held by reference, see :class:`ModelReference`)."""
+        return self._model_reference.module
 
     @staticmethod
     def _check_number(name: str, value: float, minimum: float) -> None:
@@ -136,7 +177,9 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
         self.collect_stats = True
         self.add_to_recordable_attributes(list_of_names=self._stat_names, is_stat=True)
 
-    def record_clean_diagnostics(self, embeddings: torch.Tensor, ap_dists: torch.Tensor, an_dists: torch.Tensor) -> None:
+    def record_clean_diagnostics(
+        self, embeddings: torch.Tensor, ap_dists: torch.Tensor, an_dists: torch.Tensor
+    ) -> None:
         """Separability and mean pairwise distance of the clean batch (Section 4.3), as stats."""
         with torch.no_grad():
             mean_distance = mean_pairwise_distance(embeddings, self.distance)
@@ -230,7 +273,8 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
                 "to perturb. Concatenate the reference batch into embeddings (and inputs) instead"
             )
         if not isinstance(embeddings, torch.Tensor) or embeddings.dim() != 2:
-            raise ValueError(f"embeddings must be a 2-D tensor (batch, dim), got {getattr(embeddings, 'shape', embeddings)}")
+            shape = getattr(embeddings, "shape", embeddings)
+            raise ValueError(f"embeddings must be a 2-D tensor (batch, dim), got {shape}")
         if not torch.isfinite(embeddings).all():
             raise ValueError("embeddings contain NaN or Inf values")
         c_f.labels_or_indices_tuple_required(labels, indices_tuple)
@@ -245,14 +289,42 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
         triplets = lmu.convert_to_triplets(indices_tuple, labels, ref_labels, t_per_anchor=self.triplets_per_anchor)
         triplets = tuple(c_f.to_device(index, embeddings) for index in triplets)
         if len(triplets[0]) == 0:
-            return self.zero_losses()
-        return self.compute_adversarial_loss(embeddings, inputs.to(embeddings.device), triplets)
+            return self._idle_losses(inputs.to(embeddings.device)) if self._wrapped else self.zero_losses()
+        self._batch_rows, self._num_triplets = len(embeddings), len(triplets[0])
+        try:
+            return self.compute_adversarial_loss(embeddings, inputs.to(embeddings.device), triplets)
+        finally:
+            self._batch_rows = self._num_triplets = None
 
     def compute_adversarial_loss(
         self, embeddings: torch.Tensor, inputs: torch.Tensor, triplets: Triplets
     ) -> Dict[str, Dict[str, Any]]:
         """Attack, then return the PML loss dict of the adversarial training objective."""
         raise NotImplementedError
+
+    # ----------------------------------------------------------------- DistributedDataParallel
+    @property
+    def _wrapped(self) -> bool:
+        return isinstance(self.model, nn.parallel.DistributedDataParallel)
+
+    @property
+    def attacked_module(self) -> nn.Module:
+        """The module the attack runs on: the model itself, or the module inside a ``DistributedDataParallel``
+        wrapper, so that attack passes make no collective call and leave the gradient reducer untouched. The
+        training forward of the adversarial images goes through the wrapper (gradients synchronised once)."""
+        return self.model.module if self._wrapped else self.model
+
+    def _idle_losses(self, inputs: torch.Tensor) -> Dict[str, Dict[str, Any]]:
+        """Zero losses of a batch without triplets under DDP: the rank still makes the training forward through
+        the wrapper that the other ranks make for their adversarial images (same collective calls on every rank)."""
+        self._attacking = True
+        try:
+            output = self.model(inputs)
+        finally:
+            self._attacking = False
+        losses = self.zero_losses()
+        losses["loss"] = {"losses": (output * 0).sum(), "indices": None, "reduction_type": "already_reduced"}
+        return losses
 
     # ----------------------------------------------------------------- shared machinery for subclasses
     def pair_distances(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
@@ -263,16 +335,51 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
 
     def triplet_losses(self, anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
         """Per-triplet hinge max(d(a, p) - d(a, n) + margin, 0) (Eq. 1)."""
-        return torch.relu(self.pair_distances(anchors, positives) - self.pair_distances(anchors, negatives) + self.margin)
+        gap = self.pair_distances(anchors, positives) - self.pair_distances(anchors, negatives)
+        return torch.relu(gap + self.margin)
+
+    @property
+    def chunk_size(self) -> Optional[int]:
+        """Images per pass in the current call: ``attack_batch_size``, else DEFAULT_CHUNK_BATCHES caller's batches."""
+        if self.attack_batch_size is not None:
+            return self.attack_batch_size
+        return None if self._batch_rows is None else DEFAULT_CHUNK_BATCHES * self._batch_rows
+
+    def _count_passes(self, forward_images: int, backward_images: int) -> None:
+        if self.collect_stats:
+            self.pgd_forward_images += forward_images
+            self.pgd_backward_images += backward_images
 
     def constant_embeddings(self, images: torch.Tensor) -> torch.Tensor:
-        """Eval-mode embeddings without grad of images that stay clean during an attack (computed once)."""
+        """Eval-mode embeddings without grad of images that stay clean during an attack (computed once, in
+        chunks; counted in the ``pgd_forward_images`` statistic)."""
+        size = self.chunk_size or max(len(images), 1)
         self._attacking = True
         try:
-            with frozen_model(self.model), torch.no_grad():
-                return self.model(images)
+            with frozen_model(self.attacked_module), torch.no_grad():
+                embeddings = torch.cat(
+                    [self.attacked_module(images[start:start + size]) for start in range(0, len(images), size)]
+                )
         finally:
             self._attacking = False
+        self._count_passes(len(images), 0)
+        return embeddings
+
+    def check_attack_memory(self, num_images: int, batch: torch.Tensor) -> None:
+        """Refuse an attack on ``num_images`` images shaped like the rows of ``batch`` whose copies cannot fit in
+        memory, before anything is allocated for it."""
+        needed = pgd.attack_memory_bytes((num_images, *batch.shape[1:]), batch.dtype)
+        available = pgd.available_memory(batch.device)
+        if needed > available:
+            triplets = "" if self._num_triplets is None else f"{self._num_triplets} triplets, "
+            raise MemoryError(
+                f"{type(self).__name__}(perturb={self.perturb!r}) would attack {num_images} images ({triplets}"
+                f"{self.perturb} perturbation): the attack needs about {needed:,} bytes "
+                f"({needed / 2**30:.2f} GiB) for {pgd.ENGINE_IMAGE_COPIES} copies of them but only {available:,} bytes "
+                f"({available / 2**30:.2f} GiB) are available on "
+                f"{batch.device}. Use perturb='unique' (each image once), fewer triplets per anchor, or a sparser "
+                "miner (e.g. TrideMiner instead of a dense TripletMarginMiner)"
+            )
 
     def attack(
         self,
@@ -280,11 +387,12 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
         objective: Callable[[torch.Tensor], torch.Tensor],
         stop_condition: Optional[Callable[[torch.Tensor], bool]] = None,
     ) -> PGDResult:
-        """Run the PGD engine on ``images`` with the current step size."""
+        """Run the PGD engine on ``images`` with the current step size, ``chunk_size`` images per pass."""
+        self.check_attack_memory(len(images), images)
         self._attacking = True
         try:
-            return projected_gradient_descent(
-                self.model,
+            result = projected_gradient_descent(
+                self.attacked_module,
                 images,
                 objective,
                 eps=self.eps,
@@ -292,9 +400,28 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
                 steps=self.steps,
                 input_range=self.input_range,
                 stop_condition=stop_condition,
+                chunk_size=self.chunk_size,
             )
         finally:
             self._attacking = False
+        self._count_passes(result.forward_images, result.backward_images)
+        return result
+
+    @contextlib.contextmanager
+    def _recomputation(self) -> Iterator[None]:
+        """Around a checkpointed chunk's recomputation: no input capture, buffers (BatchNorm running statistics)
+        left as the first forward made them."""
+        buffers = [(buffer, buffer.detach().clone()) for buffer in self.model.buffers()]
+        attacking, self._attacking = self._attacking, True
+        try:
+            yield
+        finally:
+            self._attacking = attacking
+            for buffer, saved in buffers:
+                buffer.data.copy_(saved)
+
+    def _checkpoint_contexts(self) -> Tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
+        return contextlib.nullcontext(), self._recomputation()
 
     def training_embeddings(
         self, result: PGDResult, perturbation: PerturbationSet, embeddings: torch.Tensor
@@ -302,12 +429,26 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
         """Embeddings of the adversarial images in the model's current mode, with grad, for the training loss.
 
         When no step was taken the adversarial images equal the clean ones, so the caller's embeddings of
-        those rows are reused instead of a second forward pass.
+        those rows are reused instead of a second forward pass, except under ``DistributedDataParallel``, where
+        every rank makes this forward through the wrapper whatever its own attack did (same collective calls).
+        When there are more adversarial images than ``chunk_size`` (``perturb="per_triplet"`` with many
+        triplets), they are forwarded in chunks under ``torch.utils.checkpoint``: only the chunk inputs are kept,
+        and each chunk's activations are recomputed in the backward pass (dropout draws the same masks; running
+        statistics are updated once per chunk, not again by the recomputation). Each chunk is one batch for the
+        model, so BatchNorm in train mode normalises a chunk with that chunk's statistics.
         """
-        if result.steps_taken == 0:
+        if result.steps_taken == 0 and not self._wrapped:
             return embeddings[perturbation.source_rows]
+        images, size = result.adversarial, self.chunk_size
         self._attacking = True
         try:
-            return self.model(result.adversarial)
+            if size is None or len(images) <= size or not torch.is_grad_enabled():
+                return self.model(images)
+            return torch.cat([
+                torch.utils.checkpoint.checkpoint(
+                    self.model, images[start:start + size], use_reentrant=False, context_fn=self._checkpoint_contexts
+                )
+                for start in range(0, len(images), size)
+            ])
         finally:
             self._attacking = False

@@ -8,15 +8,18 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import nn
 
+from ..pgd import PGDResult
 from ..reducers import CollapsenessReducer
 from ..schedules import PhaseCycle
-from ..pgd import PGDResult
 from .adversarial_triplet_loss import AdversarialTripletLoss, PerturbationSet, Triplets
 
-__all__ = ["TrideLoss", "AWARENESS", "VARIANTS"]
+__all__ = ["TrideLoss", "AWARENESS", "VARIANTS", "ORIENTATIONS"]
 
 AWARENESS = ("collapse", "hardness", "none")
 VARIANTS = ("paper", "reference")
+ORIENTATIONS = ("stop", "assist")
+# COLO-TRIDE (arXiv): assisting is disabled for the first quarter of the epochs.
+ASSIST_WARMUP_FRACTION = 0.25
 # The released code stops an attack once its loss falls below this value (pnp.py); the paper stops at 0.
 REFERENCE_STOP_TOLERANCE = 1e-5
 
@@ -34,6 +37,8 @@ class TrideLoss(AdversarialTripletLoss):
     CAP perturbs the positives and negatives with the anchors clean and maximises collapseness C with
     L_CAP = max(-C, 0) (Eq. 10); ANP perturbs the anchors with L_ANP = max(-C + Delta_TR, 0) (Eq. 11-12). The
     model is then trained on the decoupled adversarial triplet, plus the top-rank triplet L_TR in ANP (Eq. 14).
+    With ``orientation="assist"`` (COLO-TRIDE, the arXiv version) the adversary does not stop when collapse looms
+    but assists the model, minimising |g| where the paper's loss is max(g, 0) (docs: "COLO-TRIDE").
 
     Args:
         model: maps images in ``input_range`` to embeddings; held by reference (see the base class).
@@ -50,7 +55,10 @@ class TrideLoss(AdversarialTripletLoss):
         perturb: "unique" images per role, or "per_triplet" copies (the released code).
         variant: "paper" equations, or "reference" for the released code's choices (reference doc section 1.9):
             softmax weighting of d_w, L_ANP = max(C, 0) + e^{min(C,0)} max(Delta', 0) with a detached weight,
-            and its 1e-5 stopping tolerance.
+            its 1e-5 stopping tolerance, and L_TR added in every phase, CAP included (section 1.7).
+        orientation: "stop" (ICML: the attack stops once its loss max(g, 0) is 0) or "assist" (COLO-TRIDE: from
+            epoch total_epochs / 4 on, each step minimises g while g > 0 and -g once g <= 0, for all steps);
+            needs :meth:`set_epoch`. Not defined for ``awareness="none"`` or ``variant="reference"``.
         input_range: valid pixel range of the inputs.
         collapseness_reducer: the :class:`CollapsenessReducer` computing d_w; defaults to one with ``lam`` and the
             variant's weighting.
@@ -75,6 +83,7 @@ class TrideLoss(AdversarialTripletLoss):
         progressive_alpha: bool = True,
         perturb: str = "unique",
         variant: str = "paper",
+        orientation: str = "stop",
         input_range: Tuple[float, float] = (0.0, 1.0),
         collapseness_reducer: Optional[CollapsenessReducer] = None,
         **kwargs: Any,
@@ -83,6 +92,14 @@ class TrideLoss(AdversarialTripletLoss):
             raise ValueError(f"awareness must be one of {AWARENESS}, got {awareness!r}")
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        if orientation not in ORIENTATIONS:
+            raise ValueError(f"orientation must be one of {ORIENTATIONS}, got {orientation!r}")
+        if orientation == "assist" and (awareness == "none" or variant == "reference"):
+            raise ValueError(
+                "orientation='assist' (COLO-TRIDE) turns the aware adversary's stop into assisting; it needs "
+                f"awareness 'collapse' or 'hardness' and variant='paper', got awareness={awareness!r}, "
+                f"variant={variant!r} (the released code has no COLO, reference doc section 1.11)"
+            )
         if not isinstance(top_rank, bool):
             raise ValueError(f"top_rank must be True or False, got {top_rank!r}")
         for name, value in (("gamma", gamma), ("beta_tr", beta_tr)):
@@ -109,11 +126,11 @@ class TrideLoss(AdversarialTripletLoss):
             collapseness_reducer = CollapsenessReducer(lam=lam, weighting=variant)
         self.collapseness_reducer = collapseness_reducer
         self.awareness, self.top_rank, self.gamma, self.beta_tr = awareness, top_rank, gamma, beta_tr
-        self.variant = variant
+        self.variant, self.orientation = variant, orientation
         self.stop_tolerance = REFERENCE_STOP_TOLERANCE if variant == "reference" else 0.0
         self.last_phase: Optional[str] = None
         self.add_to_recordable_attributes(list_of_names=["gamma", "beta_tr"], is_stat=False)
-        self.register_stats(["collapseness_clean", "collapseness_adv"])
+        self.register_stats(["collapseness_clean", "collapseness_adv", "assist_steps"])
 
     @property
     def lam(self) -> float:
@@ -142,12 +159,27 @@ class TrideLoss(AdversarialTripletLoss):
             return self.collapseness(ap_dists, an_dists)
         return ap_dists.mean() - an_dists.mean()
 
+    def candidate_perturbation_margin(self, ap_dists: torch.Tensor, an_dists: torch.Tensor) -> torch.Tensor:
+        """g_CAP = -C (-H for hardness and the naive adversary), the term that Eq. 10 clips at 0."""
+        return -self.awareness_score(ap_dists, an_dists)
+
     def candidate_perturbation_loss(self, ap_dists: torch.Tensor, an_dists: torch.Tensor) -> torch.Tensor:
         """L_CAP = max(-C, 0) (Eq. 10); -H for the naive adversary."""
+        margin = self.candidate_perturbation_margin(ap_dists, an_dists)
+        return margin if self.awareness == "none" else torch.relu(margin)
+
+    def anchor_perturbation_margin(
+        self, ap_dists: torch.Tensor, an_dists: torch.Tensor, anchor_shift: torch.Tensor
+    ) -> torch.Tensor:
+        """g_ANP = -C + Delta_TR with Delta_TR = e^{max(C,0)} (d(A, N_v) - d(A, A_0)) (Eq. 11-12), unclipped."""
         score = self.awareness_score(ap_dists, an_dists)
-        if self.awareness == "none":
-            return -score
-        return torch.relu(-score)
+        return -score + torch.exp(torch.relu(score)) * self._top_rank_gap(an_dists, anchor_shift)
+
+    def _top_rank_gap(self, an_dists: torch.Tensor, anchor_shift: torch.Tensor) -> torch.Tensor:
+        """d(A, N_v) - d(A, A_0), or 0 without the top-rank pair."""
+        if not self.top_rank:
+            return torch.zeros((), dtype=an_dists.dtype, device=an_dists.device)
+        return top_half_mean(an_dists) - anchor_shift.mean()
 
     def anchor_perturbation_loss(
         self, ap_dists: torch.Tensor, an_dists: torch.Tensor, anchor_shift: torch.Tensor
@@ -157,42 +189,75 @@ class TrideLoss(AdversarialTripletLoss):
         ``anchor_shift`` holds d(a_i, a0_i) for every triplet. With ``variant="reference"`` (and an aware
         adversary): max(C, 0) + e^{min(C,0)} max(d(A, N_v) - d(A, A_0), 0), the weight detached.
         """
-        score = self.awareness_score(ap_dists, an_dists)
-        if not self.top_rank:
-            top_rank_gap = torch.zeros((), dtype=score.dtype, device=score.device)
-        else:
-            top_rank_gap = top_half_mean(an_dists) - anchor_shift.mean()
         if self.awareness != "none" and self.variant == "reference":
+            score = self.awareness_score(ap_dists, an_dists)
             weight = torch.exp(torch.clamp(score, max=0)).detach()
-            return torch.relu(score) + weight * torch.relu(top_rank_gap)
-        top_rank_term = torch.exp(torch.relu(score)) * top_rank_gap
-        if self.awareness == "none":
-            return -score + top_rank_term
-        return torch.relu(-score + top_rank_term)
+            return torch.relu(score) + weight * torch.relu(self._top_rank_gap(an_dists, anchor_shift))
+        margin = self.anchor_perturbation_margin(ap_dists, an_dists, anchor_shift)
+        return margin if self.awareness == "none" else torch.relu(margin)
+
+    @staticmethod
+    def oriented_loss(margin: torch.Tensor) -> Tuple[torch.Tensor, bool]:
+        """COLO (arXiv): minimise g while g > 0 (attack), -g once g <= 0 (assist); returns (loss, assisting).
+
+        The orientation is read from the current iterate and not differentiated: the loss is |g|, with the
+        assisting direction -grad g taken at g = 0, where the ICML adversary would stop.
+        """
+        assisting = margin.item() <= 0
+        return (-margin if assisting else margin), assisting
+
+    @property
+    def assisting(self) -> bool:
+        """Whether this call's adversary may assist: ``orientation="assist"`` and epoch >= total_epochs / 4."""
+        if self.orientation != "assist":
+            return False
+        if self.epoch is None:
+            raise RuntimeError(
+                "TrideLoss(orientation='assist') disables assisting for the first quarter of the epochs, so it needs "
+                "the epoch: call loss.set_epoch(epoch, total_epochs) (0-based) every epoch; TrideTrainer does it"
+            )
+        return self.epoch >= ASSIST_WARMUP_FRACTION * self.total_epochs
 
     def top_rank_loss(self, ap_dists: torch.Tensor, an_dists: torch.Tensor) -> torch.Tensor:
         """L_TR = gamma max(d(A, P_v) - d(A, N_v) + beta_TR, 0) (Eq. 13), nearest halves chosen independently."""
         return self.gamma * torch.relu(top_half_mean(ap_dists) - top_half_mean(an_dists) + self.beta_tr)
 
-    def _stop_condition(self):
-        if self.awareness == "none":
+    def _stop_condition(self, assisting: bool):
+        if self.awareness == "none" or assisting:
             return None
         tolerance = self.stop_tolerance
         return lambda loss: loss.item() <= tolerance
 
-    def _objective(self, phase: str, inputs: torch.Tensor, triplets: Triplets, perturbation: PerturbationSet):
-        """The attack objective of a phase; the images that stay clean are embedded once, without grad."""
+    def _objective(
+        self, phase: str, inputs: torch.Tensor, triplets: Triplets, perturbation: PerturbationSet,
+        assist_steps: Optional[list],
+    ):
+        """The attack objective of a phase; the images that stay clean are embedded once, without grad.
+
+        With ``assist_steps`` (a list) the objective is COLO's oriented loss, and each assisting step appends 1.
+        """
         anchors, positives, negatives = triplets
+
+        def finish(margin_or_loss: torch.Tensor) -> torch.Tensor:
+            if assist_steps is None:
+                return margin_or_loss
+            loss, assisting = self.oriented_loss(margin_or_loss)
+            if assisting:
+                assist_steps.append(1)
+            return loss
+
+        cap_term = self.candidate_perturbation_loss if assist_steps is None else self.candidate_perturbation_margin
+        anp_term = self.anchor_perturbation_loss if assist_steps is None else self.anchor_perturbation_margin
         if phase == "cap":
             positive_rows, negative_rows = perturbation.role_positions
             anchor_set = PerturbationSet((anchors,), "unique")
             clean_anchors = self.constant_embeddings(inputs[anchor_set.source_rows])[anchor_set.role_positions[0]]
 
             def objective(adversarial: torch.Tensor) -> torch.Tensor:
-                return self.candidate_perturbation_loss(
+                return finish(cap_term(
                     self.pair_distances(clean_anchors, adversarial[positive_rows]),
                     self.pair_distances(clean_anchors, adversarial[negative_rows]),
-                )
+                ))
 
             return objective
         (anchor_rows,) = perturbation.role_positions
@@ -202,11 +267,11 @@ class TrideLoss(AdversarialTripletLoss):
 
         def objective(adversarial: torch.Tensor) -> torch.Tensor:
             adversarial_anchors = adversarial[anchor_rows]
-            return self.anchor_perturbation_loss(
+            return finish(anp_term(
                 self.pair_distances(adversarial_anchors, clean_positives),
                 self.pair_distances(adversarial_anchors, clean_negatives),
                 self.pair_distances(adversarial_anchors, clean_anchors),
-            )
+            ))
 
         return objective
 
@@ -223,16 +288,24 @@ class TrideLoss(AdversarialTripletLoss):
         else:
             perturbation = PerturbationSet((anchors,), self.perturb)
             (anchor_rows,) = perturbation.role_positions
-        images = inputs[perturbation.source_rows]
         if self.attack_enabled:
-            result = self.attack(images, self._objective(phase, inputs, triplets, perturbation), self._stop_condition())
+            self.check_attack_memory(len(perturbation), inputs)
+        images = inputs[perturbation.source_rows]
+        assist_steps = [] if self.assisting else None
+        if self.attack_enabled:
+            objective = self._objective(phase, inputs, triplets, perturbation, assist_steps)
+            result = self.attack(images, objective, self._stop_condition(assist_steps is not None))
         else:
             result = PGDResult(adversarial=images, steps_taken=0, stopped_early=False, last_loss=None)
         adversarial = self.training_embeddings(result, perturbation, embeddings)
         if phase == "cap":
-            anchor_emb, positive_emb, negative_emb = embeddings[anchors], adversarial[positive_rows], adversarial[negative_rows]
+            anchor_emb, positive_emb, negative_emb = (
+                embeddings[anchors], adversarial[positive_rows], adversarial[negative_rows]
+            )
         else:
-            anchor_emb, positive_emb, negative_emb = adversarial[anchor_rows], embeddings[positives], embeddings[negatives]
+            anchor_emb, positive_emb, negative_emb = (
+                adversarial[anchor_rows], embeddings[positives], embeddings[negatives]
+            )
         loss_dict = {
             "loss": {
                 "losses": self.triplet_losses(anchor_emb, positive_emb, negative_emb),
@@ -241,7 +314,8 @@ class TrideLoss(AdversarialTripletLoss):
             }
         }
         if self.with_top_rank_loss:
-            if phase == "anp":
+            # the paper adds L_TR in ANP (Eq. 14); the released code on every adversarial step (section 1.7)
+            if phase == "anp" or self.variant == "reference":
                 top_rank = self.top_rank_loss(
                     self.pair_distances(anchor_emb, positive_emb), self.pair_distances(anchor_emb, negative_emb)
                 )
@@ -249,6 +323,7 @@ class TrideLoss(AdversarialTripletLoss):
             else:
                 loss_dict["top_rank_loss"] = self.zero_loss()
         if self.collect_stats:
+            self.assist_steps = len(assist_steps or ())
             self._record_stats(embeddings, triplets, perturbation, result, inputs, adversarial,
                                (anchor_emb, positive_emb, negative_emb))
         return loss_dict

@@ -1,1 +1,4 @@
+from .spc2_miner import SPC2Miner, spc2_anchor_rows
+from .spc2_random_miner import SPC2RandomMiner
+from .spc2_soft_hard_miner import SPC2SoftHardMiner
 from .tride_miner import TrideMiner

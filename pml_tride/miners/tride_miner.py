@@ -9,23 +9,32 @@ import torch
 from pytorch_metric_learning.miners import BaseMiner
 
 from ..schedules import SCHEDULES, check_epoch, semi_hard_band
+from .spc2_miner import spc2_anchor_rows
 
-__all__ = ["TrideMiner"]
+__all__ = ["TrideMiner", "ANCHOR_MODES"]
+
+# "all": every image with a positive and a negative; "spc2": the first image of each same-class pair of an SPC-2
+# batch (rows 2i, with row 2i + 1 its positive), as the released miner.
+ANCHOR_MODES = ("all", "spc2")
 
 
 class TrideMiner(BaseMiner):
     """Semi-hard triplets d(a,p) < d(a,n) < d(a,p) + eta with eta following the epoch schedule.
 
     ``schedule="paper"``: eta = margin (1 - (e / 2E)^2) (Eq. 32); ``"reference"``: margin (1 - e / 2E)^2 (the
-    released miner). Every embedding with a positive and a negative is an anchor. For each anchor and each of
-    ``triplets_per_anchor`` draws, the positive is uniform among its positives and the negative uniform among the
-    negatives inside the band; when none is in the band, a uniformly random negative (the released code's
-    fallback, counted in the ``num_fallback_negatives`` statistic). Vectorised over anchors.
+    released miner). With ``anchors="all"`` every embedding with a positive and a negative is an anchor and each
+    draw's positive is uniform among its positives; with ``anchors="spc2"`` the batch must be SPC-2 (rows 2i and
+    2i + 1 of one class, as PML's ``MPerClassSampler(m=2)`` yields) and the anchors are the even rows, each with
+    the next row as its positive: one triplet per pair (56 per 112 images), as the released code. For each anchor
+    and each of ``triplets_per_anchor`` draws the negative is uniform among the negatives inside the band; when
+    none is in the band, a uniformly random negative (the released code's fallback, counted in the
+    ``num_fallback_negatives`` statistic). Vectorised over anchors.
 
     Args:
         margin: eta_0, the band width at epoch 0.
         schedule: "paper" or "reference".
         triplets_per_anchor: draws per anchor.
+        anchors: "all" or "spc2" (see above).
         seed: seed of the miner's own generator (None: torch's global RNG). Its state is in ``state_dict()``.
         **kwargs: PML miner arguments (``distance``, ``collect_stats``). The distance must not be a similarity.
     """
@@ -36,6 +45,7 @@ class TrideMiner(BaseMiner):
         schedule: str = "paper",
         triplets_per_anchor: int = 1,
         seed: Optional[int] = None,
+        anchors: str = "all",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -45,11 +55,14 @@ class TrideMiner(BaseMiner):
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
         if isinstance(triplets_per_anchor, bool) or not isinstance(triplets_per_anchor, int) or triplets_per_anchor < 1:
             raise ValueError(f"triplets_per_anchor must be an integer >= 1, got {triplets_per_anchor!r}")
+        if anchors not in ANCHOR_MODES:
+            raise ValueError(f"anchors must be one of {ANCHOR_MODES}, got {anchors!r}")
         if self.distance.is_inverted:
             raise ValueError(
                 f"TrideMiner needs a distance (smaller = closer), got the similarity {type(self.distance).__name__}"
             )
         self.margin, self.schedule, self.triplets_per_anchor = margin, schedule, triplets_per_anchor
+        self.anchors = anchors
         self.epoch, self.total_epochs = 0, 1
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self.add_to_recordable_attributes(list_of_names=["margin"], is_stat=False)
@@ -86,6 +99,13 @@ class TrideMiner(BaseMiner):
             scores = torch.rand(mask.shape, generator=self.generator, device="cpu").to(mask.device)
         return torch.where(mask, scores, torch.full_like(scores, -1.0)).argmax(dim=1)
 
+    @staticmethod
+    def _spc2_anchors(labels: torch.Tensor, ref_labels: torch.Tensor) -> torch.Tensor:
+        """The even rows of an SPC-2 batch; raises unless rows 2i and 2i + 1 share a label."""
+        if ref_labels is not labels:
+            raise ValueError("TrideMiner(anchors='spc2') mines within one SPC-2 batch; ref_emb is not supported")
+        return spc2_anchor_rows(labels, "TrideMiner(anchors='spc2')")
+
     def mine(self, embeddings, labels, ref_emb, ref_labels) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         distances = self.distance(embeddings, ref_emb)
         same_label = labels[:, None] == ref_labels[None, :]
@@ -93,13 +113,21 @@ class TrideMiner(BaseMiner):
         if ref_labels is labels:
             positive_mask.fill_diagonal_(False)
         negative_mask = ~same_label
-        anchors = torch.nonzero(positive_mask.any(dim=1) & negative_mask.any(dim=1)).squeeze(1)
+        has_negative = negative_mask.any(dim=1)
+        if self.anchors == "spc2":
+            anchors = self._spc2_anchors(labels, ref_labels)
+            anchors = anchors[has_negative[anchors]]
+            fixed_positives: Optional[torch.Tensor] = anchors + 1
+        else:
+            anchors = torch.nonzero(positive_mask.any(dim=1) & has_negative).squeeze(1)
+            fixed_positives = None
         eta = self.current_eta
-        positive_mask, negative_mask, anchor_distances = positive_mask[anchors], negative_mask[anchors], distances[anchors]
+        positive_mask, negative_mask = positive_mask[anchors], negative_mask[anchors]
+        anchor_distances = distances[anchors]
         rows = torch.arange(len(anchors), device=distances.device)
         triplets, fallbacks = [], 0
         for _ in range(self.triplets_per_anchor):
-            positives = self._uniform_choice(positive_mask)
+            positives = self._uniform_choice(positive_mask) if fixed_positives is None else fixed_positives
             ap = anchor_distances[rows, positives][:, None]
             band = negative_mask & (anchor_distances > ap) & (anchor_distances < ap + eta)
             in_band = band.any(dim=1)

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..checkpoint_io import atomic_save
 from .resnet import resnet18_embedder
 from .small_cnn import small_cnn_embedder
 
@@ -25,7 +26,7 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
 
 
 def save_model(model: nn.Module, path: str, **extra: Any) -> None:
-    """Write ``{"pml_tride_checkpoint": 1, "model": {"name", "kwargs", "state_dict"}, **extra}``.
+    """Write (atomically) ``{"pml_tride_checkpoint": 1, "model": {"name", "kwargs", "state_dict"}, **extra}``.
 
     An ``extra`` entry ``data={"dataset": name, "image_size": size}`` tells :func:`load_model` (and
     ``pml-tride evaluate``) which images the model was trained on."""
@@ -33,9 +34,9 @@ def save_model(model: nn.Module, path: str, **extra: Any) -> None:
     if config is None:
         raise ValueError("save_model needs a model built by pml_tride.models (with a .config); use "
                          "torch.jit.save for other models")
-    torch.save({"pml_tride_checkpoint": CHECKPOINT_FORMAT,
-                "model": {"name": config["name"], "kwargs": config["kwargs"], "state_dict": model.state_dict()},
-                **extra}, path)
+    atomic_save({"pml_tride_checkpoint": CHECKPOINT_FORMAT,
+                 "model": {"name": config["name"], "kwargs": config["kwargs"], "state_dict": model.state_dict()},
+                 **extra}, path)
 
 
 def load_model(path: str, map_location: Any = "cpu", trust_pickle: bool = False) -> nn.Module:

@@ -1,1 +1,2 @@
-from .tride_trainer import TrideTrainer
+from .batch_plan import BatchPlan
+from .tride_trainer import TrainingDivergedError, TrideTrainer

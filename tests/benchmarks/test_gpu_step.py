@@ -33,7 +33,7 @@ def test_tiny_dry_run_measures_every_section(load_benchmark, tmp_path, capsys):
     cap = rows["CA-TRIDE CAP, all 16 steps"]
     assert cap["work"] == "7x16" and cap["ratio"] > 0 and cap["bound_ms"] > 0
     assert rows["CAP step, bf16 autocast"]["vs_plain"] > 0
-    hm = rows["HM, 32 steps, per-triplet A/P/N copies (robrank)"]
+    hm = rows["HM, all 32 steps, per-triplet A/P/N copies (robrank)"]
     assert "step_ms" in hm or hm["note"].startswith("HM: not available")
     assert result["projection_minutes"]["CA-TRIDE, all 16 steps"] > 0
     assert "paper: 470 min" in printed

@@ -69,7 +69,8 @@ def test_eps_zero_gives_full_resistance():
 def test_model_mode_restored_and_bad_arguments():
     model = toy_model()
     model.train()
-    RobustnessEvaluator(batch_size=16, steps=1, attacks=["GTT"], progress=False, benign=False).evaluate(model, toy_set())
+    evaluator = RobustnessEvaluator(batch_size=16, steps=1, attacks=["GTT"], progress=False, benign=False)
+    evaluator.evaluate(model, toy_set())
     assert model.training
     with pytest.raises(ValueError, match="batch_size"):
         RobustnessEvaluator(batch_size=0)

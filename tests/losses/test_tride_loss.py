@@ -164,6 +164,23 @@ def test_full_loss_without_attack_is_eq14_on_clean_triplets():
     assert anp_value.item() == pytest.approx(triplet + top_rank, abs=1e-6)
 
 
+def test_reference_variant_adds_l_tr_in_every_phase():
+    """The released code adds L_TR on every adversarial step, CAP included (reference doc section 1.7)."""
+    model = Identity()
+    hard_triplets = [(0, 2, 1), (2, 4, 3), (4, 0, 5)]  # positives farther than negatives: L_TR > 0
+    indices = tuple(torch.tensor(column) for column in zip(*hard_triplets))
+    ap, an = loop_triplet_terms(HAND_IMAGES.tolist(), hard_triplets)
+    triplet = sum(max(p - n + 0.2, 0.0) for p, n in zip(ap, an)) / len(ap)
+    top_rank = 0.5 * max(loop_top_half(ap) - loop_top_half(an) + 0.04, 0.0)
+    assert top_rank > 0
+    for variant, cap_expected in (("reference", triplet + top_rank), ("paper", triplet)):
+        loss = TrideLoss(model, steps=0, progressive_alpha=False, variant=variant)
+        assert loss(embed(model, HAND_IMAGES), HAND_LABELS, indices).item() == pytest.approx(cap_expected, abs=1e-6)
+        assert loss.last_phase == "cap"
+        anp_value = loss(embed(model, HAND_IMAGES), HAND_LABELS, indices).item()
+        assert anp_value == pytest.approx(triplet + top_rank, abs=1e-6)
+
+
 def test_gamma_zero_drops_l_tr_only():
     model = Identity()
     loss = TrideLoss(model, steps=0, gamma=0.0, progressive_alpha=False)

@@ -105,3 +105,35 @@ def test_bad_arguments(kwargs, name):
         TrideMiner(**kwargs)
     with pytest.raises(ValueError, match="epoch"):
         TrideMiner().set_epoch(5, 3)
+
+
+def test_spc2_anchors_are_the_even_rows_with_the_next_row_as_positive():
+    torch.manual_seed(0)
+    labels = torch.arange(56).repeat_interleave(2)  # an SPC-2 batch of 112 images: a0, p0, a1, p1, ...
+    embeddings = torch.nn.functional.normalize(torch.randn(112, 8), dim=1)
+    miner = TrideMiner(margin=0.2, anchors="spc2", seed=0, collect_stats=True)
+    anchors, positives, negatives = miner(embeddings, labels)
+    assert anchors.tolist() == list(range(0, 112, 2)) and positives.tolist() == list(range(1, 112, 2))
+    fallbacks = 0
+    for a, p, n in zip(anchors.tolist(), positives.tolist(), negatives.tolist()):
+        assert labels[n] != labels[a]
+        ap = brute_distance(embeddings, a, p)
+        band = [j for j in range(112) if labels[j] != labels[a] and ap < brute_distance(embeddings, a, j) < ap + 0.2]
+        if band:
+            assert n in band
+        else:
+            fallbacks += 1
+    assert miner.num_fallback_negatives == fallbacks
+    twice = TrideMiner(anchors="spc2", triplets_per_anchor=2, seed=0)(embeddings, labels)
+    assert len(twice[0]) == 112 and twice[1].tolist() == list(range(1, 112, 2)) * 2
+
+
+def test_spc2_anchors_refuse_a_batch_that_is_not_spc2():
+    embeddings = torch.nn.functional.normalize(torch.randn(6, 4), dim=1)
+    miner = TrideMiner(anchors="spc2")
+    with pytest.raises(ValueError, match="rows 2 and 3 have labels 1 and 2"):
+        miner(embeddings, torch.tensor([0, 0, 1, 2, 2, 1]))
+    with pytest.raises(ValueError, match="even batch"):
+        miner(embeddings[:5], torch.tensor([0, 0, 1, 1, 2]))
+    with pytest.raises(ValueError, match="anchors"):
+        TrideMiner(anchors="odd")

@@ -58,8 +58,10 @@ def test_sets_epochs_and_records_history():
     assert phases[:4] == ["cap", "anp", "cap", "anp"]
     for row in trainer.history:
         for key in ("loss", "collapseness_clean", "collapseness_adv", "separability", "mean_distance",
-                    "embedding_shift", "pgd_steps"):
+                    "embedding_shift", "pgd_steps", "pgd_forward_images", "pgd_backward_images", "assist_steps"):
             assert np.isfinite(row[key])
+        assert (row["pgd_backward_images"] > 0) == (row["pgd_steps"] > 0)
+        assert row["pgd_forward_images"] >= row["pgd_backward_images"]
     assert any(row["pgd_steps"] > 0 for row in trainer.history if row["epoch"] > 1)
 
 

@@ -1,0 +1,115 @@
+"""torch.distributed helpers: the process group from torchrun's environment, ranks, and DDP unwrapping.
+
+pml-tride writes no process management of its own: processes come from ``torchrun`` (``torch.distributed.run``),
+which sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``; these helpers read them.
+Without an initialised process group everything behaves as one process of rank 0.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any, List, Optional
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+__all__ = [
+    "is_distributed",
+    "get_rank",
+    "get_world_size",
+    "unwrap_model",
+    "wrap_model",
+    "launched_by_torchrun",
+    "init_from_environment",
+    "all_gather_objects",
+    "broadcast_object",
+    "barrier",
+]
+
+# The environment variables torchrun sets in every worker.
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+# How long a rank waits for the others to join the group.
+JOIN_TIMEOUT = timedelta(minutes=10)
+
+
+def is_distributed() -> bool:
+    """True inside an initialised torch.distributed process group."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module inside a ``DistributedDataParallel`` (or ``DataParallel``) wrapper; other modules unchanged."""
+    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        return model.module
+    return model
+
+
+def wrap_model(model: nn.Module, device: torch.device, **ddp_kwargs: Any) -> nn.Module:
+    """``model`` in a ``DistributedDataParallel`` wrapper inside a process group, else ``model`` itself."""
+    if not is_distributed() or isinstance(model, nn.parallel.DistributedDataParallel):
+        return model
+    device_ids = [device] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, **ddp_kwargs)
+
+
+def launched_by_torchrun() -> bool:
+    """True in a worker started by torchrun (all of its environment variables are set)."""
+    return all(name in os.environ for name in TORCHRUN_VARIABLES)
+
+
+def init_from_environment(device: Optional[torch.device] = None) -> torch.device:
+    """Join the process group that torchrun describes (NCCL for CUDA, else gloo); returns this rank's device.
+
+    Outside torchrun this does nothing and returns ``device`` (or the default device)."""
+    if device is None:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not launched_by_torchrun() or is_distributed():
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == str(True):
+        # torchrun's agent keeps one store across restarts: without a prefix per attempt, a restarted rank can read
+        # the address a killed rank of the previous attempt published there, and fail to connect
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        store = dist.PrefixStore(f"/pml_tride/attempt_{attempt}", dist.TCPStore(
+            os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False, timeout=JOIN_TIMEOUT))
+        dist.init_process_group(backend=backend, store=store, rank=int(os.environ["RANK"]),
+                                world_size=int(os.environ["WORLD_SIZE"]), timeout=JOIN_TIMEOUT)
+    else:
+        dist.init_process_group(backend=backend)
+    return device
+
+
+def all_gather_objects(value: Any) -> List[Any]:
+    """``[value of rank 0, value of rank 1, ...]`` on every rank (``[value]`` in one process)."""
+    if not is_distributed():
+        return [value]
+    gathered: List[Any] = [None] * get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def broadcast_object(value: Any, source: int = 0) -> Any:
+    """Rank ``source``'s ``value`` on every rank (``value`` itself in one process)."""
+    if not is_distributed():
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=source)
+    return holder[0]
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()

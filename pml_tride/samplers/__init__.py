@@ -1,0 +1,3 @@
+from .spc2_sampler import SPC2Sampler
+
+__all__ = ["SPC2Sampler"]

@@ -1,0 +1,70 @@
+"""TrideLoss on a DistributedDataParallel model, 2 gloo processes: no hang, one gradient all-reduce per step."""
+
+import os
+
+import pytest
+import torch
+from ddp_reference import CONFIGURATIONS, RANK_BATCH, batch, build_loss, build_model
+from distributed_helpers import run_group
+from pytorch_metric_learning import miners
+
+from pml_tride import TrideLoss
+
+WORKER = os.path.join(os.path.dirname(__file__), "ddp_loss_worker.py")
+
+
+class ForwardAlways(TrideLoss):
+    """Single-process twin of the DDP path: the adversarial images always get their own training forward."""
+
+    def training_embeddings(self, result, perturbation, embeddings):
+        return self.model(result.adversarial)
+
+
+def reference_first_step(awareness):
+    """Parameters after one step that applies the mean of the two ranks' gradients, each computed alone."""
+    model = build_model()
+    initial = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    images, labels = batch(0)
+    gradients = []
+    for rank in range(2):
+        model.load_state_dict(initial)
+        model.zero_grad()
+        rows = slice(rank * RANK_BATCH, (rank + 1) * RANK_BATCH)
+        embeddings = model(images[rows])
+        loss = build_loss(model, awareness, ForwardAlways)(
+            embeddings, labels[rows], miners.TripletMarginMiner(margin=0.2)(embeddings, labels[rows]),
+            inputs=images[rows])
+        loss.backward()
+        gradients.append({name: p.grad.clone() for name, p in model.named_parameters()})
+    model.load_state_dict(initial)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for name, parameter in model.named_parameters():
+        parameter.grad = (gradients[0][name] + gradients[1][name]) / 2
+    optimizer.step()
+    return {name: p.detach() for name, p in model.named_parameters()}
+
+
+@pytest.fixture(scope="module")
+def group_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp_loss")
+    run_group(WORKER, out)
+    return out
+
+
+@pytest.mark.parametrize("awareness, find_unused, broadcast_buffers", CONFIGURATIONS)
+def test_ddp_training_matches_the_mean_gradient_reference(group_results, awareness, find_unused, broadcast_buffers):
+    stem = f"{awareness}_{int(find_unused)}_{int(broadcast_buffers)}"
+    ranks = [torch.load(group_results / f"{stem}_rank{rank}.pt", weights_only=True) for rank in range(2)]
+    reference = reference_first_step(awareness)
+    for name in reference:
+        assert torch.equal(ranks[0]["first"][name], ranks[1]["first"][name]), name
+        assert torch.equal(ranks[0]["first"][name], reference[name]), name
+        assert torch.equal(ranks[0]["final"][name], ranks[1]["final"][name]), name
+    if awareness == "collapse":  # the collapse-aware stop made the ranks take different numbers of PGD steps
+        assert ranks[0]["pgd_steps"] != ranks[1]["pgd_steps"], (ranks[0]["pgd_steps"], ranks[1]["pgd_steps"])
+
+
+def test_a_nan_loss_on_one_rank_stops_every_rank(group_results):
+    for rank in range(2):
+        message = (group_results / f"diverged_rank{rank}.txt").read_text()
+        assert "training diverged at epoch 2, iteration 0" in message, message

@@ -1,0 +1,89 @@
+import pytest
+import torch
+
+from pml_tride import ACTLoss
+from triplet_loops import (
+    HAND_IMAGES,
+    HAND_LABELS,
+    HAND_TRIPLETS,
+    Identity,
+    hand_indices,
+    loop_distance,
+    loop_hinge,
+    loop_pgd,
+    triplet_keys,
+)
+
+EPS, ALPHA, STEPS, MARGIN = 0.05, 0.02, 4, 0.2
+
+
+def loop_act(images, triplets, perturb, steps=STEPS, margin=MARGIN):
+    """ACT by loops: collapse each P' onto its N' (anchor clean); hinge on (A, P', N')."""
+    keys = triplet_keys(triplets, perturb, roles=(1, 2))
+    variables = {key: images[key if perturb == "unique" else triplets[key[1]][key[0]]] for key in set(keys.values())}
+
+    def objective(current):
+        return sum(loop_distance(current[keys[(i, 1)]], current[keys[(i, 2)]]) for i in range(len(triplets))) / len(
+            triplets
+        )
+
+    adversarial, taken = loop_pgd(variables, objective, EPS, ALPHA, steps)
+    losses = [
+        loop_hinge(images[a], adversarial[keys[(i, 1)]], adversarial[keys[(i, 2)]], margin)
+        for i, (a, _, _) in enumerate(triplets)
+    ]
+    return sum(losses) / len(losses), adversarial, objective(variables), objective(adversarial)
+
+
+def test_collapse_loss_matches_loops():
+    loss = ACTLoss(Identity())
+    positives, negatives = HAND_IMAGES[:3], HAND_IMAGES[3:]
+    expected = sum(loop_distance(p, n) for p, n in zip(positives.tolist(), negatives.tolist())) / 3
+    assert loss.collapse_loss(positives, negatives).item() == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("perturb", ["unique", "per_triplet"])
+def test_full_loss_matches_a_loop_rederivation_of_attack_and_training(perturb):
+    model = Identity()
+    loss = ACTLoss(model, eps=EPS, alpha=ALPHA, steps=STEPS, perturb=perturb, collect_stats=True)
+    value = loss(model(HAND_IMAGES), HAND_LABELS, hand_indices())
+    expected, adversarial, clean_objective, adversarial_objective = loop_act(HAND_IMAGES.tolist(), HAND_TRIPLETS,
+                                                                             perturb)
+    assert value.item() == pytest.approx(expected, abs=1e-9)
+    assert adversarial_objective < clean_objective  # positives moved towards their negatives
+    candidates = {p for _, p, _ in HAND_TRIPLETS} | {n for _, _, n in HAND_TRIPLETS}
+    assert loss.num_perturbed == (len(candidates) if perturb == "unique" else 2 * len(HAND_TRIPLETS))
+    assert loss.pgd_steps == STEPS and loss.max_perturbation == pytest.approx(EPS)
+    assert loss.embedding_shift_positive > 0 and loss.embedding_shift_negative > 0
+    assert not hasattr(loss, "embedding_shift_anchor")  # the anchor is never perturbed
+
+
+def test_trains_on_clean_anchor_and_adversarial_candidates():
+    """Only the caller's anchor rows get a gradient: P' and N' come from the adversarial forward."""
+    model = Identity()
+    loss = ACTLoss(model, margin=2.0, eps=EPS, alpha=ALPHA, steps=2)  # margin 2: every hinge active
+    embeddings = HAND_IMAGES.clone().requires_grad_(True)
+    loss(embeddings, HAND_LABELS, hand_indices(), inputs=HAND_IMAGES).backward()
+    anchors = {a for a, _, _ in HAND_TRIPLETS}
+    for row in range(len(HAND_IMAGES)):
+        assert (embeddings.grad[row].abs().sum() > 0) == (row in anchors)
+
+
+def test_forward_passes_cover_only_the_candidates():
+    model = Identity()
+    seen = []
+    model.register_forward_hook(lambda module, args, output: seen.append(len(args[0])))
+    loss = ACTLoss(model, eps=EPS, alpha=ALPHA, steps=3)
+    embeddings = model(HAND_IMAGES)
+    seen.clear()
+    loss(embeddings, HAND_LABELS, hand_indices())
+    candidates = {p for _, p, _ in HAND_TRIPLETS} | {n for _, _, n in HAND_TRIPLETS}
+    assert seen == [len(candidates)] * 4  # no clean anchor forward: the ACT objective does not involve A
+
+
+def test_default_steps_and_constant_step_size():
+    loss = ACTLoss(Identity())
+    assert loss.steps == 32 and not loss.progressive_alpha
+    loss.set_epoch(0, 10)
+    assert loss.current_alpha == pytest.approx(1 / 255)
+    assert torch.isfinite(loss(Identity()(HAND_IMAGES), HAND_LABELS, hand_indices(), inputs=HAND_IMAGES))

@@ -1,0 +1,87 @@
+"""Plain-Python re-derivations shared by the baseline-loss tests (importable: tests/ is on pytest's pythonpath).
+
+Embeddings are lists of floats; distances follow PML's LpDistance(normalize_embeddings=True) with
+F.pairwise_distance's +1e-6; PGD is re-derived with a central finite-difference sign gradient.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+PAIRWISE_EPS = 1e-6
+FINITE_DIFFERENCE_STEP = 1e-7
+
+
+class Identity(nn.Module):
+    """Embedding = flattened pixels, so every distance can be re-derived by hand."""
+
+    def forward(self, x):
+        return x.flatten(1)
+
+
+HAND_IMAGES = torch.tensor(
+    [
+        [0.9, 0.1, 0.2],
+        [0.8, 0.3, 0.1],
+        [0.2, 0.9, 0.3],
+        [0.1, 0.7, 0.6],
+        [0.5, 0.5, 0.9],
+        [0.3, 0.2, 0.8],
+    ],
+    dtype=torch.float64,
+)
+HAND_LABELS = torch.tensor([0, 0, 1, 1, 2, 2])
+HAND_TRIPLETS = [(0, 1, 2), (1, 0, 4), (2, 3, 5), (3, 2, 0), (4, 5, 1)]
+
+
+def hand_indices(triplets=HAND_TRIPLETS):
+    if not triplets:
+        return (torch.tensor([], dtype=torch.long),) * 3
+    return tuple(torch.tensor(column) for column in zip(*triplets))
+
+
+def loop_distance(u, v):
+    """||u/|u| - v/|v| + 1e-6||."""
+    nu = math.sqrt(sum(x * x for x in u))
+    nv = math.sqrt(sum(x * x for x in v))
+    return math.sqrt(sum((a / nu - b / nv + PAIRWISE_EPS) ** 2 for a, b in zip(u, v)))
+
+
+def loop_hinge(a, p, n, margin):
+    return max(loop_distance(a, p) - loop_distance(a, n) + margin, 0.0)
+
+
+def triplet_keys(triplets, perturb, roles=(0, 1, 2)):
+    """The key of the perturbed copy of each (triplet, role): the image index ("unique"), or (role, triplet)."""
+    return {
+        (i, role): (triplet[role] if perturb == "unique" else (role, i))
+        for i, triplet in enumerate(triplets)
+        for role in roles
+    }
+
+
+def loop_pgd(variables, objective, eps, alpha, steps, stop=None, low=0.0, high=1.0):
+    """Signed descent on ``objective(variables)`` over a dict key -> list of floats, with L-inf projection and
+    clamping; returns (variables, steps_taken). ``stop(loss)`` is checked before each step, as the engine."""
+    clean = {key: list(value) for key, value in variables.items()}
+    current = {key: list(value) for key, value in variables.items()}
+    taken = 0
+    for _ in range(steps):
+        if stop is not None and stop(objective(current)):
+            break
+        signs = {}
+        for key, value in current.items():
+            signs[key] = []
+            for k in range(len(value)):
+                up = {**current, key: value[:k] + [value[k] + FINITE_DIFFERENCE_STEP] + value[k + 1:]}
+                down = {**current, key: value[:k] + [value[k] - FINITE_DIFFERENCE_STEP] + value[k + 1:]}
+                difference = objective(up) - objective(down)
+                signs[key].append((difference > 0) - (difference < 0))
+        for key, value in current.items():
+            current[key] = [
+                min(max(min(max(x - alpha * s, c - eps), c + eps), low), high)
+                for x, s, c in zip(value, signs[key], clean[key])
+            ]
+        taken += 1
+    return current, taken
