@@ -50,7 +50,7 @@ from pml_tride.miners import TrideMiner
 from pml_tride.models import small_cnn_embedder
 from pml_tride.optional_imports import has_pyplot, import_pyplot
 from pml_tride.recipes import DEFENSES, train_embedder
-from pml_tride.samplers import SPC2Sampler
+from pml_tride.samplers import PAIR_SIZE, SPC2Sampler
 
 PIXEL_LEVELS = 255
 PAPER_EPS = 8 / PIXEL_LEVELS
@@ -310,12 +310,14 @@ def run_job(job: Job, settings: StudySettings, device: str, out: str) -> Dict[st
     warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True to a scalar")
     started = time.time()
     train_set, test_set = load_data(settings)
+    # a data set smaller than one batch trains on one batch of all its same-class pairs
+    batch_size = min(settings.batch_size, len(train_set) // PAIR_SIZE * PAIR_SIZE)
     torch.manual_seed(job.seed)
     model = small_cnn_embedder(in_channels=train_set[0][0].shape[0], embedding_dim=settings.embedding_dim,
                                width=settings.width)
     with contextlib.redirect_stderr(io.StringIO()):  # PML's per-iteration progress bars, one per job and epoch
         trainer, train_seconds = train_embedder(
-            model, train_set, defense=job.model.defense, epochs=job.epochs, batch_size=settings.batch_size,
+            model, train_set, defense=job.model.defense, epochs=job.epochs, batch_size=batch_size,
             lr=settings.lr, eps=job.eps, alpha=job.eps * settings.train_alpha_ratio, seed=job.seed,
             device=torch.device(device), loss_overrides=dict(job.model.loss_overrides) or None,
             miner_overrides=dict(job.model.miner_overrides) or None,
