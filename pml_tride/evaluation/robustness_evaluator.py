@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 import time
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
