@@ -10,7 +10,8 @@ passes on exactly the images the defense perturbed, times the steps it took, plu
 
 * CA-TRIDE CAP and ANP steps with all 16 PGD steps (``awareness="none"``: the worst case of the early stop), and
   CA-TRIDE as shipped (collapse-aware early stop; on random weights the stop point is not the trained model's);
-* HM (all 32 steps: the unbounded destination, the worst case of the saturation stop) as robrank runs it (``perturb="per_triplet"``: copies of A, P and N) and with unique images;
+* HM (all 32 steps: the unbounded destination, the worst case of the saturation stop) as robrank runs it
+  (``perturb="per_triplet"``: copies of A, P and N) and with unique images;
 * the cost of one host sync per PGD step (the early-stop check reads the loss on the host): bound passes with a
   ``.item()`` per step against the same passes without;
 * evaluation throughput: every attack of the ten-attack suite on one batch against a CUB-sized pool, attacked
