@@ -1,19 +1,27 @@
 """Helpers shared by the benchmark scripts: batches, the lower bound of an adversarial step, timing, a time budget.
 
 The scripts put ``benchmarks/`` first on ``sys.path`` (Python does so for the script's folder), so they import this
-module as ``bench_common``.
+module as ``bench_common``. When pml_tride is not installed, importing this module puts the repository root on
+``sys.path`` so that ``python benchmarks/<script>.py`` runs from a plain checkout.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, ContextManager, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+if importlib.util.find_spec("pml_tride") is None:
+    sys.path.insert(0, str(REPOSITORY))
 
 # The paper's step size (1/255) for the bound's signed steps: any value gives the same cost.
 BOUND_STEP_SIZE = 1 / 255

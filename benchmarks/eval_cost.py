@@ -217,8 +217,39 @@ def benign_section(args) -> Dict[str, object]:
     return result
 
 
+def reset_peak_rss() -> bool:
+    """Reset the process's peak resident set size (Linux: "5" to /proc/self/clear_refs); False where unsupported."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def peak_rss_bytes() -> int:
+    """The peak resident set size since the last reset (Linux VmHWM), else since the start (ru_maxrss)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * KILOBYTE
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KILOBYTE  # Linux reports KiB
+
+
+def current_rss_bytes() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * KILOBYTE
+    except OSError:
+        pass
+    return peak_rss_bytes()
+
+
+def baseline_rss_bytes() -> int:
+    """The resident size to measure from: the current one after a peak reset, else the peak so far."""
+    return current_rss_bytes() if reset_peak_rss() else peak_rss_bytes()
 
 
 def linearity_child(args) -> Dict[str, object]:
@@ -229,7 +260,7 @@ def linearity_child(args) -> Dict[str, object]:
                             torch.arange(size) % max(size // 5, 1))
     torch.manual_seed(args.seed)
     model = Trivial(args.dim)
-    before = peak_rss_bytes()
+    before = baseline_rss_bytes()
     if args.child == "attacks":
         evaluator = RobustnessEvaluator(steps=args.steps, batch_size=args.batch_size, benign=False, progress=False,
                                         max_batches=LINEARITY_ATTACK_BATCHES)
@@ -243,7 +274,7 @@ def linearity_child(args) -> Dict[str, object]:
         members = ClassMembers(dataset.tensors[1])
         blocks = [torch.arange(start, min(start + args.metric_batch_size, size))
                   for start in range(0, size, args.metric_batch_size)][:LINEARITY_METRIC_BLOCKS]
-        before = peak_rss_bytes()
+        before = baseline_rss_bytes()
         started = time.perf_counter()
         for rows in blocks:
             retrieval_block(embeddings, members, rows).tolist()

@@ -19,6 +19,7 @@ passes on exactly the images the defense perturbed, times the steps it took, plu
 * options, each against the plain run: bf16 autocast, channels_last, both, and ``torch.compile`` of the model the
   attack runs (the pass alone, then a CAP step), each kept only if it pays.
 
+Needs torch, torchvision, pytorch-metric-learning and its dependencies (numpy, scipy, scikit-learn, tqdm); not faiss.
 From the step times it projects the wall time of the paper's CUB run (5,864 training images, 100 epochs) next to
 the paper's 470 minutes (CA-TRIDE) and 550 minutes (HM). Every measurement runs in its own try/except: a failure
 prints ``failed: <reason>`` and the rest still runs; the time budget is respected by measuring fewer repeats.
@@ -63,11 +64,15 @@ REFUSAL_EXIT_CODE = 2
 # Share of the remaining budget each section may spend (relative weights).
 SECTION_WEIGHTS = {"pass": 1, "cap": 2, "anp": 2, "ca-tride": 2, "hm": 4, "hm-unique": 3, "sync": 1, "eval": 5,
                    "bf16": 2, "channels_last": 2, "bf16+channels_last": 2, "compile-pass": 4, "compile-step": 4}
-MAX_REPEATS = 10
+MAX_REPEATS = 5
+# Repeats of each attack of the suite (after one warm-up): GPU timings are steady, the suite has nine attacks.
+EVAL_MAX_REPEATS = 2
 # An option is kept only if it takes less than this fraction of the plain time (3% faster, above timing noise).
 PAYS_BELOW = 0.97
 # Graphs torch.compile builds for a CAP step: attack (eval, input grad), clean anchors (eval, no grad), training.
 COMPILED_STEP_GRAPHS = 3
+# Budget needed to start compiling (inductor compiles ResNet-18's forward and backward in about a minute).
+COMPILE_MIN_SECONDS = 45
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -178,14 +183,16 @@ class GpuStepBenchmark:
         with open(self.args.out, "w") as handle:
             json.dump(result, handle, indent=2, default=str)
 
-    def paired(self, step: Callable[[], Any], bound: Callable[[Any], None], share: float) -> PairedTimes:
+    def paired(self, step: Callable[[], Any], bound: Callable[[Any], None], share: float,
+               max_repeats: Optional[int] = None) -> PairedTimes:
         """Warm-up once, then as many (step, bound) pairs as the share of the budget allows."""
         times = PairedTimes()
         started = time.perf_counter()
         context = {}
         timed(lambda: context.update(result=step()), self.device)
         timed(lambda: bound(context["result"]), self.device)
-        repeats = self.budget.repeats(time.perf_counter() - started, share, self.args.max_repeats)
+        repeats = self.budget.repeats(time.perf_counter() - started, share,
+                                      min(self.args.max_repeats, max_repeats or self.args.max_repeats))
         for _ in range(repeats):
             times.step.append(timed(lambda: context.update(result=step()), self.device))
             times.bound.append(timed(lambda: bound(context["result"]), self.device))
@@ -336,6 +343,12 @@ class GpuStepBenchmark:
                      step_ms=1e3 * min(times.step), note=f"{len(images) / min(times.step):.0f} image-passes/s")
 
     def measure_compiled_pass(self, share: float) -> None:
+        """Only when the budget left covers a typical compile of the attack's graph (inductor: about a minute)."""
+        if self.args.compile_backend == "inductor" and self.budget.left() < COMPILE_MIN_SECONDS:
+            self.add_row("input-gradient pass, torch.compile",
+                         note=f"skipped: compiling needs ~{COMPILE_MIN_SECONDS} s, {self.budget.left():.0f} s of "
+                              "budget left")
+            return
         model, _, images = self.fresh()
         compiled = self.compiled(model)
         compile_seconds = timed(lambda: input_gradient_passes(compiled, images, 1), self.device)
@@ -400,7 +413,7 @@ class GpuStepBenchmark:
                 break
             attack_share = share / max(len(attacks), 1)
             times = self.paired(lambda attack=attack: attack(model, images, pool, pool_indices, generator), bound,
-                                attack_share)
+                                attack_share, EVAL_MAX_REPEATS)
             total.step.append(min(times.step))
             total.bound.append(min(times.bound))
         measured = len(total.step)
@@ -479,9 +492,20 @@ class GpuStepBenchmark:
         return verdicts
 
 
+def missing_dependency() -> Optional[str]:
+    """What keeps pml_tride from importing here (e.g. scipy, a dependency of pytorch-metric-learning), or None."""
+    try:
+        import pml_tride.attacks  # noqa: F401
+        import pml_tride.models  # noqa: F401
+    except ImportError as error:
+        return (f"gpu_step.py cannot import pml_tride: {error}. It needs torch, torchvision, pytorch-metric-learning "
+                "and its dependencies (numpy, scipy, scikit-learn, tqdm)")
+    return None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    reason = refusal(args)
+    reason = refusal(args) or missing_dependency()
     if reason is not None:
         print(reason, file=sys.stderr)
         return REFUSAL_EXIT_CODE

@@ -20,17 +20,17 @@ __all__ = ["benign_metrics", "retrieval_metrics", "retrieval_block", "relevant_p
 RECALL_AT = (1, 2)
 KMEANS_SEED = 0
 KMEANS_ITERATIONS = 20
-# Sorts after every real order key (float32 bit patterns of finite distances times N plus an index).
-EXCLUDED_KEY = torch.iinfo(torch.int64).max
+# Order keys of one row lie in [0, 2^31 N) (float32 bit patterns of distances >= 0 are below 2^31); a block of B
+# rows keys B * 2^31 * N values in an int64, so blocks are split to keep B * N below this.
+MAX_KEYED_ELEMENTS = 2 ** 32
+FLOAT32_PATTERNS = 2 ** 31
 
 
-def order_keys(distances: torch.Tensor) -> torch.Tensor:
-    """int64 keys that order the items of each row exactly as a stable ascending sort of float32 ``distances``
-    (B, N) >= 0 does: by distance, ties by column index. Non-negative float32 values order as their bit patterns
-    (``abs`` turns -0.0, the one negative pattern, into +0.0); key = bits * N + column, in one int64 pass."""
-    bits = torch.abs(distances).view(torch.int32)
-    columns = torch.arange(distances.shape[1], device=distances.device)
-    return torch.add(columns, bits, alpha=distances.shape[1])
+def order_keys(distances: torch.Tensor, columns: torch.Tensor, total: int) -> torch.Tensor:
+    """int64 keys that order pool items exactly as a stable ascending sort of their float32 ``distances`` (>= 0)
+    does: by distance, ties by column index; non-negative float32 values order as their bit patterns (``abs``
+    turns -0.0, the one negative pattern, into +0.0). key = bits * total + column."""
+    return torch.add(columns, torch.abs(distances).view(torch.int32), alpha=total)
 
 
 class ClassMembers:
@@ -58,28 +58,42 @@ def relevant_positions(distances: torch.Tensor, relevant_columns: torch.Tensor, 
                        excluded: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Places of the relevant items of each row without sorting the row.
 
-    ``distances`` (B, N) float32 >= 0; ``relevant_columns`` (B, W) the columns of each row's relevant items where
-    ``valid`` (B, W) holds (an entry equal to ``excluded`` is dropped); ``excluded`` (B,) the column of each row left
-    out of the ranking (the query itself). Returns ``positions`` (B, R): the 1-based place of each row's i-th nearest
-    relevant item in the stable ascending order of the row without its excluded column, and ``counts`` (B,): the
-    number R_q of relevant items of each row (entries ``positions[q, i >= R_q]`` are meaningless).
+    ``distances`` (B, N) float32 >= 0 (overwritten: the excluded entries become +inf); ``relevant_columns`` (B, W)
+    the columns of each row's relevant items where ``valid`` (B, W) holds (an entry equal to ``excluded`` is
+    dropped); ``excluded`` (B,) the column of each row left out of the ranking (the query itself). Returns
+    ``positions`` (B, W): the 1-based place of each row's i-th nearest relevant item in the stable ascending order
+    of the row without its excluded column, and ``counts`` (B,): the number R_q of relevant items of each row
+    (entries ``positions[q, i >= R_q]`` are meaningless).
 
-    Only the relevant keys are sorted (at most W per row); every item is located among them by binary search, and
-    the accumulated histogram of those locations counts the items up to each relevant one: O(N log W) per row
-    instead of the O(N log N) of sorting the row.
+    Only the items no farther than a row's farthest relevant item can come before one; those candidates get exact
+    order keys (:func:`order_keys`, offset per row so that one flat sorted array holds every row's sorted relevant
+    keys), each is located among the relevant keys by binary search, and the accumulated histogram of those
+    locations counts the items up to each relevant one: O(N + M log W) per row, M the candidates, instead of the
+    O(N log N) of sorting the row.
     """
-    batch = len(distances)
+    batch, total = distances.shape
+    if batch > 1 and batch * total >= MAX_KEYED_ELEMENTS:
+        half = batch // 2
+        first = relevant_positions(distances[:half], relevant_columns[:half], valid[:half], excluded[:half])
+        second = relevant_positions(distances[half:], relevant_columns[half:], valid[half:], excluded[half:])
+        return torch.cat([first[0], second[0]]), torch.cat([first[1], second[1]])
     rows = torch.arange(batch, device=distances.device)
-    keys = order_keys(distances)
-    keys[rows, excluded] = EXCLUDED_KEY
+    distances[rows, excluded] = float("inf")
     valid = valid & (relevant_columns != excluded[:, None])
     counts = valid.sum(dim=1)
-    relevant_keys = keys.gather(1, relevant_columns).masked_fill_(~valid, EXCLUDED_KEY).sort(dim=1).values
-    width = relevant_keys.shape[1]
-    # how many relevant keys lie strictly below each item's key, offset per row for one flat histogram
-    located = torch.searchsorted(relevant_keys, keys, out_int32=True)
-    located.add_((rows * (width + 1)).int()[:, None])
-    histogram = torch.bincount(located.view(-1), minlength=batch * (width + 1)).view(batch, width + 1)
+    width = relevant_columns.shape[1]
+    row_span = FLOAT32_PATTERNS * total
+    relevant_distances = distances.gather(1, relevant_columns)
+    farthest = relevant_distances.masked_fill(~valid, -1.0).max(dim=1).values  # -1: no candidates in the row
+    relevant_keys = order_keys(relevant_distances, relevant_columns, total).masked_fill_(~valid, row_span - 1)
+    relevant_keys = (relevant_keys.sort(dim=1).values + rows[:, None] * row_span).view(-1)
+    candidate_rows, candidate_columns = (distances <= farthest[:, None]).nonzero(as_tuple=True)
+    candidate_keys = order_keys(distances[candidate_rows, candidate_columns], candidate_columns, total)
+    candidate_keys.add_(candidate_rows * row_span)
+    # row r's relevant keys strictly below a candidate's key: searchsorted gives r * W + that count; + r makes
+    # room for the count W in a flat histogram of W + 1 bins per row
+    located = torch.searchsorted(relevant_keys, candidate_keys).add_(candidate_rows)
+    histogram = torch.bincount(located, minlength=batch * (width + 1)).view(batch, width + 1)
     # the items up to the i-th relevant one, itself included: its 1-based place
     return histogram.cumsum(dim=1)[:, :width], counts
 

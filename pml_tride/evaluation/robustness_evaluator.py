@@ -17,7 +17,7 @@ from ..attacks import ATTACK_NAMES, AttackContext, AttackTrials, BaseRankingAtta
 from ..distributed import all_gather_objects, broadcast_object, get_rank, get_world_size, unwrap_model
 from ..pgd import frozen_model
 from ..progress import progress_bar
-from .benign import benign_metrics
+from .benign import ClassMembers, benign_metrics, retrieval_block
 from .robustness_report import RobustnessReport
 
 __all__ = ["RobustnessEvaluator", "clean_recall_at_1"]
@@ -41,15 +41,13 @@ RECALL_BLOCK_ROWS = 256
 
 def clean_recall_at_1(pool: RetrievalPool, rows: torch.Tensor) -> float:
     """Clean R@1 (percent) of the pool items ``rows`` as queries against the rest of the pool (own entry excluded,
-    stable sort), the definition of the benign R@1 restricted to these queries."""
-    hits = 0
-    for start in range(0, len(rows), RECALL_BLOCK_ROWS):
-        block = rows[start: start + RECALL_BLOCK_ROWS]
-        distances = torch.cdist(pool.embeddings[block], pool.embeddings)
-        distances[torch.arange(len(block)), block] = float("inf")
-        nearest = distances.argsort(dim=1, stable=True)[:, 0]
-        hits += int((pool.labels[nearest] == pool.labels[block]).sum())
-    return 100 * hits / len(rows)
+    ties by index as a stable sort), the definition of the benign R@1 restricted to these queries; counted in
+    blocks of rows with :func:`~pml_tride.evaluation.benign.retrieval_block` (no row sorted)."""
+    members = ClassMembers(pool.labels)
+    rows = rows.to(pool.embeddings.device)
+    hits = sum(retrieval_block(pool.embeddings, members, rows[start: start + RECALL_BLOCK_ROWS])[0]
+               for start in range(0, len(rows), RECALL_BLOCK_ROWS))
+    return 100 * float(hits) / len(rows)
 
 
 class RobustnessEvaluator:
@@ -146,11 +144,11 @@ class RobustnessEvaluator:
         """Pool indices of the attacked test images, in increasing order: all ``size`` of them, or the seeded
         random subset of ``queries``; then cut to the first ``max_batches`` batches."""
         if self.queries is None or self.queries >= size:
-            indices = torch.arange(size)
+            indices = torch.arange(size, device="cpu")
         else:
             seed = int(np.random.SeedSequence([self.seed, size]).generate_state(1)[0])
             generator = torch.Generator().manual_seed(seed)
-            indices = torch.randperm(size, generator=generator)[: self.queries].sort().values
+            indices = torch.randperm(size, generator=generator, device="cpu")[: self.queries].sort().values
         if self.max_batches is not None:
             indices = indices[: self.max_batches * self.batch_size]
         return indices

@@ -134,3 +134,13 @@ def test_all_items_of_one_class_have_average_precision_one():
     embeddings, _ = data(count=30)
     metrics = retrieval_metrics(embeddings, torch.zeros(30, dtype=torch.long), batch_size=4)
     assert metrics == {"R@1": 100.0, "R@2": 100.0, "mAP": 100.0}
+
+
+def test_blocks_too_large_for_one_key_range_are_split(monkeypatch):
+    from pml_tride.evaluation import benign
+
+    embeddings, labels = tied_data(count=40, seed=7)
+    expected = sorted_retrieval_metrics(embeddings, labels, batch_size=16)
+    monkeypatch.setattr(benign, "MAX_KEYED_ELEMENTS", 100)
+    metrics = retrieval_metrics(embeddings, labels, batch_size=16)
+    assert metrics["R@1"] == expected["R@1"] and metrics["mAP"] == pytest.approx(expected["mAP"], rel=1e-12)
