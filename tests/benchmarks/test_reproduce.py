@@ -102,7 +102,7 @@ def test_orderings_noise_and_claim_status(reproduce):
     clear = reproduce.greater("a", high, "b", low, "ERS")
     assert clear.passed and "within noise" not in clear.text
     close = reproduce.greater("a", reproduce.summarize([10.0, 12.0]), "b", reproduce.summarize([9.0, 11.0]), "ERS")
-    assert close.passed and "within noise" in close.text
+    assert close.passed is None and close.inconclusive and "within noise" in close.text
     assert not reproduce.greater("a", low, "b", high, "ERS").passed
     assert reproduce.greater("a", reproduce.summarize([]), "b", high, "ERS").passed is None
     Check = reproduce.Check
@@ -110,6 +110,7 @@ def test_orderings_noise_and_claim_status(reproduce):
     assert reproduce.status([Check(True, ""), Check(False, "")]) == "partly reproduced"
     assert reproduce.status([Check(False, "")]) == "not reproduced"
     assert reproduce.status([Check(None, "")]) == "not tested"
+    assert reproduce.status([Check(None, "", inconclusive=True)]).startswith("inconclusive")
 
 
 def test_collapse_verdict_from_records(reproduce):
@@ -124,6 +125,15 @@ def test_collapse_verdict_from_records(reproduce):
     claim, checks = reproduce.verdicts(results)[0]
     assert claim.startswith("Naive CAP/ANP/TRIDE collapse") and reproduce.status(checks) == "reproduced"
     assert "collapsed in 2/2 seeds" in checks[0].text and "collapsed in 0/2 seeds" in checks[3].text
+
+
+def test_collapse_verdict_without_any_naive_collapse_does_not_count_ca_tride(reproduce):
+    settings = reproduce.StudySettings(seeds=(0,), epochs=2)
+    records = dict(record(reproduce, 90.0, 0.6, seed=0, defense=defense)
+                   for defense in ("naive-cap", "naive-anp", "naive-tride", "ca-tride"))
+    _, checks = reproduce.verdicts(reproduce.Results(settings, records))[0]
+    assert [check.passed for check in checks] == [False, False, False, None]
+    assert reproduce.status(checks) == "not reproduced"
 
 
 def test_plan_deduplicates_shared_jobs(reproduce):
