@@ -57,6 +57,8 @@ PAPER_EPS = 8 / PIXEL_LEVELS
 # ----------------------------------------------------------------------------------------------- verdict rules
 CHANCE_FACTOR = 2.0  # a model is collapsed when its R@1 is below this multiple of chance ...
 COLLAPSED_SEPARABILITY = 0.1  # ... or its separability over the last epoch is below this
+# Optional notes in the JSON folder on the code and the runs behind the records, shown under "Runs" in the report.
+PROVENANCE_FILE = "_provenance.md"
 COMPARABLE_R1_POINTS = 5.0  # "comparable R@1": at most this many points lower
 DEFAULT_R1_TOLERANCE_POINTS = 1.0  # a new default may lose at most this much R@1
 RULES = f"""- **Collapsed** (per seed): R@1 < {CHANCE_FACTOR:g} x chance R@1 (the R@1 of a random embedding, from the
@@ -924,6 +926,10 @@ def write_report(settings: StudySettings, out: str, report: str, runs: List[Dict
                      f"{', ' + run['machine']['gpu'] if run['machine'].get('gpu') else ''}, torch "
                      f"{run['machine']['torch']}), device {run['device']}, {run['workers']} worker(s), started "
                      f"{run['started']}, {run['jobs_run']} jobs in {run['wall_seconds'] / 60:.1f} min wall")
+    provenance = os.path.join(out, PROVENANCE_FILE)
+    if os.path.exists(provenance):  # how the runs above relate to the code (written by whoever ran them)
+        with open(provenance) as handle:
+            lines += ["", handle.read().strip()]
     total = sum(record["job_seconds"] for record in results.records.values())
     lines += ["", f"{len(results.records)} jobs, {total / 60:.1f} job-minutes in all (the sum of their wall times).",
               ""]
