@@ -70,7 +70,7 @@ def test_train_monitors_robustness_every_epoch(tmp_path, capsys):
     assert all(row["score"] == row["R_at_1"] and row["ARS"] == row["ARS"] for row in rows)
     best = max(rows, key=lambda row: row["score"])["epoch"]
     assert torch.load(str(out / "best.pt"), weights_only=True)["epoch"] == best
-    history = torch.load(str(out / "epoch_2.pt"), weights_only=True)["history"]
+    history = torch.load(str(out / "epoch_2.pt"), weights_only=True)["ranks"][0]["history"]  # rank 0's history
     assert [row["epoch"] for row in history if row.get("evaluation") == "test"] == [1, 2]
     assert "epoch 2, test: ARS" in capsys.readouterr().err
 
