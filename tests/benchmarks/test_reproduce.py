@@ -111,6 +111,7 @@ def test_orderings_noise_and_claim_status(reproduce):
     assert reproduce.status([Check(False, "")]) == "not reproduced"
     assert reproduce.status([Check(None, "")]) == "not tested"
     assert reproduce.status([Check(None, "", inconclusive=True)]).startswith("inconclusive")
+    assert reproduce.status([Check(True, ""), Check(None, "", inconclusive=True)]).startswith("reproduced where")
 
 
 def test_collapse_verdict_from_records(reproduce):
