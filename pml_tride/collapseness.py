@@ -1,7 +1,8 @@
 """Collapseness, hardness and the collapse diagnostics of CA-TRIDE (Tian et al., ICML 2024).
 
-* :func:`weighted_distance` is Eq. 6-7, the proximity-weighted mean distance d_w. It is the only place the
-  weighting formula exists; :class:`~pml_tride.CollapsenessReducer` and every loss call it.
+* :func:`proximity_weighted_mean` is Eq. 6-7, the proximity-weighted mean distance d_w, and the only place the
+  weighting formula exists; :func:`weighted_distance` is the same after checking its inputs, and
+  :class:`~pml_tride.CollapsenessReducer` and every loss call one of the two.
 * :func:`collapseness` is Eq. 5, C = d_w(A, P) - d_w(A, N).
 * :func:`hardness` is Eq. 2, H = d(A, P) - d(A, N) with d the mean distance (C with lam = 0).
 * :func:`separability`, :func:`mean_pairwise_distance`, :func:`embedding_shift` and :func:`entanglement`
@@ -19,6 +20,7 @@ from pytorch_metric_learning.distances import BaseDistance, LpDistance
 __all__ = [
     "WEIGHTINGS",
     "weighted_distance",
+    "proximity_weighted_mean",
     "collapseness",
     "hardness",
     "separability",
@@ -40,25 +42,37 @@ def check_lam(lam: float) -> None:
         raise ValueError(f"lam (the attention factor lambda of Eq. 7) must be a finite number >= 0, got {lam!r}")
 
 
-def _check_distances(dists: torch.Tensor, name: str) -> None:
+def check_distance_shape(dists: torch.Tensor, name: str) -> None:
+    """Raise a ValueError unless ``dists`` is a non-empty 1-D tensor (shape only: no host read)."""
     if not isinstance(dists, torch.Tensor) or dists.dim() != 1 or dists.numel() == 0:
         shape = tuple(dists.shape) if isinstance(dists, torch.Tensor) else type(dists).__name__
         raise ValueError(f"{name} must be a non-empty 1-D tensor of pair distances, got {shape}")
+
+
+def _check_distances(dists: torch.Tensor, name: str) -> None:
+    check_distance_shape(dists, name)
     if not torch.isfinite(dists).all():
         raise ValueError(f"{name} contain NaN or Inf values")
 
 
 def weighted_distance(dists: torch.Tensor, lam: float = 10.0, weighting: str = "paper") -> torch.Tensor:
-    """Proximity-weighted mean distance d_w (Eq. 6-7).
+    """Proximity-weighted mean distance d_w (Eq. 6-7), after checking its inputs (see
+    :func:`proximity_weighted_mean` for the formula)."""
+    _check_distances(dists, "dists")
+    check_lam(lam)
+    check_weighting(weighting)
+    return proximity_weighted_mean(dists, lam, weighting)
+
+
+def proximity_weighted_mean(dists: torch.Tensor, lam: float, weighting: str) -> torch.Tensor:
+    """d_w of Eq. 6-7 without input checks (an attack's objective calls it every step; a finiteness check there
+    would read the distances back to the host each time; the engine checks the attack's result once instead).
 
     ``weighting="paper"``: w_i = exp(-lam (d_i - min_j d_j)) (Eq. 7), closer pairs weigh more.
     ``weighting="reference"``: w_i = exp(+lam (d_i - max_j d_j)), the released code's softmax of the
     distances, which leans towards the largest distances (reference doc, section 1.4).
     Both return sum_i w_i d_i / sum_i w_i (Eq. 6); lam = 0 gives the plain mean.
     """
-    _check_distances(dists, "dists")
-    check_lam(lam)
-    check_weighting(weighting)
     if weighting == "paper":
         weights = torch.exp(-lam * (dists - dists.min()))
     else:

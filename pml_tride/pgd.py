@@ -16,7 +16,10 @@ the package. The engine
   iterate chunk by chunk without grad, takes the objective's gradient with respect to the embeddings once, then
   re-forwards each chunk with grad on its inputs and back-propagates its slice of that gradient. The model runs
   in eval mode, so rows are independent and the result equals the unchunked attack;
-* counts the images it pushes through the model, forward and backward (chunk recomputations included).
+* counts the images it pushes through the model, forward and backward (chunk recomputations included);
+* reads nothing back to the host inside the loop except what ``stop_condition`` reads (a GPU keeps its queue
+  full): finiteness is checked once, after the last step (:func:`check_attack_finite`), and restoring the model
+  compares nothing on the host.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ __all__ = [
     "projected_gradient_descent",
     "frozen_model",
     "check_input_range",
+    "check_attack_finite",
     "attack_memory_bytes",
     "available_memory",
     "ENGINE_IMAGE_COPIES",
@@ -85,16 +89,44 @@ def available_memory(device: torch.device) -> int:
 
 
 def check_input_range(inputs: torch.Tensor, input_range: Tuple[float, float], name: str = "inputs") -> None:
-    """Raise a ValueError when ``inputs`` hold NaN/Inf or values outside ``input_range``."""
+    """Raise a ValueError when ``inputs`` hold NaN/Inf or values outside ``input_range``.
+
+    One host read (the minimum and maximum together; both are NaN when any value is), not one per test.
+    """
     low, high = input_range
-    if not torch.isfinite(inputs).all():
+    if inputs.numel() == 0:
+        return
+    observed_min, observed_max = torch.stack(torch.aminmax(inputs.detach())).tolist()
+    if not (math.isfinite(observed_min) and math.isfinite(observed_max)):
         raise ValueError(f"{name} contain NaN or Inf values; expected finite pixel values in [{low}, {high}]")
-    observed_min, observed_max = inputs.min().item(), inputs.max().item()
     if observed_min < low or observed_max > high:
         raise ValueError(
             f"{name} lie in [{observed_min:.4g}, {observed_max:.4g}] but input_range is [{low}, {high}]. "
             "pml-tride attacks pixels in input_range (eps is in pixel units); normalise images inside the "
             "model (see pml_tride.models.Embedder) or pass input_range matching your data"
+        )
+
+
+def check_attack_finite(
+    last_loss: Optional[torch.Tensor], adversarial: torch.Tensor, gradient_was_nan: Optional[torch.Tensor] = None
+) -> None:
+    """Raise a FloatingPointError when an attack ended with a NaN/Inf objective or iterate, or met a NaN input
+    gradient (``torch.sign`` maps NaN to 0, so a NaN gradient would silently leave pixels where they are).
+
+    Checked once per attack (one host read), not per step: the engine accumulates ``gradient_was_nan`` on the
+    device, and a non-finite iterate stays non-finite (the projection propagates NaN).
+    """
+    failed = ~torch.isfinite(adversarial).all()
+    if last_loss is not None:
+        failed = failed | ~torch.isfinite(last_loss)
+    if gradient_was_nan is not None:
+        failed = failed | gradient_was_nan
+    if bool(failed):
+        value = "none" if last_loss is None else f"{last_loss.item():.4g}"
+        raise FloatingPointError(
+            f"the attack's objective (last value {value}) or its input gradient became NaN or Inf: the model's "
+            "embeddings of the perturbed images are not finite, or the objective is not differentiable there "
+            "(e.g. a square root or a norm at 0). Check the model on inputs in input_range, and the objective"
         )
 
 
@@ -123,10 +155,10 @@ def frozen_model(model: nn.Module) -> Iterator[nn.Module]:
             parameter.grad = grad
         with torch.no_grad():
             for buffer, saved in buffers:
-                if not torch.equal(buffer, saved):
-                    # through .data: an in-place write on the buffer itself would bump its autograd version and
-                    # break the backward of the caller's forward passes that saved it (e.g. BatchNorm)
-                    buffer.data.copy_(saved)
+                # unconditionally (comparing first would read every buffer on the host: one sync each); through
+                # .data: an in-place write on the buffer itself would bump its autograd version and break the
+                # backward of the caller's forward passes that saved it (e.g. BatchNorm)
+                buffer.data.copy_(saved)
 
 
 def _validate(
@@ -245,6 +277,7 @@ def projected_gradient_descent(
         noise = torch.rand(clean.shape, generator=generator, device="cpu", dtype=clean.dtype).to(clean.device)
         adversarial = torch.max(torch.min(clean + (2 * noise - 1) * eps, upper_bound), lower_bound)
     steps_taken, stopped_early, last_loss = 0, False, None
+    gradient_was_nan = torch.zeros((), dtype=torch.bool, device=clean.device)
     counter = _PassCounter()
     with frozen_model(model), torch.enable_grad():
         for _ in range(steps):
@@ -253,9 +286,13 @@ def projected_gradient_descent(
                 stopped_early = True
                 break
             with torch.no_grad():
-                adversarial = adversarial - alpha * gradient.sign()
-                adversarial = torch.max(torch.min(adversarial, upper_bound), lower_bound)
+                gradient_was_nan |= gradient.isnan().any()
+                # x - alpha sign(g), projected on the ball and the range: lower_bound <= upper_bound everywhere, so
+                # the clamp equals max(min(x, upper), lower)
+                adversarial = torch.sub(adversarial, gradient.sign(), alpha=alpha)
+                adversarial = torch.clamp(adversarial, lower_bound, upper_bound)
             steps_taken += 1
+    check_attack_finite(last_loss, adversarial, gradient_was_nan)
     return PGDResult(
         adversarial=adversarial.detach(),
         steps_taken=steps_taken,

@@ -3,7 +3,16 @@ import torch
 from torch import nn
 
 from pml_tride import projected_gradient_descent
-from pml_tride.pgd import ENGINE_IMAGE_COPIES, attack_memory_bytes, available_memory, check_input_range
+from pml_tride.pgd import (
+    ENGINE_IMAGE_COPIES,
+    attack_memory_bytes,
+    available_memory,
+    check_attack_finite,
+    check_input_range,
+    frozen_model,
+)
+
+from host_syncs import HostSyncCounter
 
 
 def small_model():
@@ -235,3 +244,68 @@ def test_invalid_chunk_size(chunk_size):
     with pytest.raises(ValueError, match="chunk_size"):
         projected_gradient_descent(small_model(), torch.rand(2, 1, 4, 4), lambda e: e.sum(), eps=0.1, alpha=0.1,
                                    steps=1, chunk_size=chunk_size)
+
+
+# ----------------------------------------------------------------- host syncs (a GPU's queue runs dry at each)
+def count_attack_syncs(steps, stop_condition=None):
+    model = small_model()
+    inputs = torch.rand(6, 1, 4, 4)
+    with HostSyncCounter() as counter:
+        result = projected_gradient_descent(model, inputs, shift_objective(torch.zeros(6, 5)), eps=0.1, alpha=0.01,
+                                            steps=steps, stop_condition=stop_condition)
+    return counter, result
+
+
+def test_the_loop_reads_nothing_back_per_step_and_checks_finiteness_once():
+    one, _ = count_attack_syncs(1)
+    five, result = count_attack_syncs(5)
+    assert result.steps_taken == 5
+    assert dict(one.counts) == dict(five.counts) == {"_local_scalar_dense": 1}
+
+
+def test_a_stop_condition_adds_only_its_own_reads():
+    reads = []
+
+    def stop(loss):
+        reads.append(1)
+        return loss.item() < -1e9
+
+    counter, result = count_attack_syncs(5, stop)
+    assert result.steps_taken == 5 and len(reads) == 5
+    assert counter.counts["_local_scalar_dense"] == len(reads) + 1 and counter.total == len(reads) + 1
+
+
+def test_frozen_model_restores_without_reading_buffers_back():
+    model = small_model()
+    before = snapshot(model)
+    with HostSyncCounter() as counter:
+        with frozen_model(model):
+            model[1].running_mean.add_(1.0)  # a buffer changed inside is still restored
+    assert counter.total == 0
+    assert_untouched(model, before)
+
+
+def test_check_input_range_reads_once():
+    with HostSyncCounter() as counter:
+        check_input_range(torch.rand(3, 1, 4, 4), (0.0, 1.0))
+    assert counter.total == 1
+
+
+@pytest.mark.parametrize("bad", ["loss", "gradient"])
+def test_a_non_finite_objective_or_gradient_is_an_error_not_nan_images(bad):
+    model = small_model()
+    before = snapshot(model)
+    if bad == "loss":
+        objective = lambda embeddings: embeddings.sum() * float("nan")  # noqa: E731
+    else:  # a finite value whose gradient is not: d sqrt(x) / dx at 0
+        objective = lambda embeddings: (embeddings * 0).sqrt().sum()  # noqa: E731
+    with pytest.raises(FloatingPointError, match="NaN or Inf"):
+        projected_gradient_descent(model, torch.rand(6, 1, 4, 4), objective, eps=0.1, alpha=0.01, steps=3)
+    assert_untouched(model, before)
+
+
+def test_check_attack_finite_accepts_finite_results():
+    check_attack_finite(torch.tensor(0.5), torch.rand(2, 3))
+    check_attack_finite(None, torch.rand(2, 3))
+    with pytest.raises(FloatingPointError, match="last value none"):
+        check_attack_finite(None, torch.full((2, 3), float("inf")))

@@ -329,9 +329,16 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
     # ----------------------------------------------------------------- shared machinery for subclasses
     def pair_distances(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
         """Row-wise distances d(first_i, second_i) with the injected PML distance."""
-        return self.distance.pairwise_distance(
-            self.distance.maybe_normalize(first), self.distance.maybe_normalize(second)
-        )
+        return self.normalized_pair_distances(self.normalized(first), self.normalized(second))
+
+    def normalized(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """``embeddings`` as the injected distance compares them (normalised if it normalises). Attack objectives
+        normalise the embeddings that stay clean once, and the iterate's once per step, not once per use."""
+        return self.distance.maybe_normalize(embeddings)
+
+    def normalized_pair_distances(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """Row-wise distances of embeddings already passed through :meth:`normalized`."""
+        return self.distance.pairwise_distance(first, second)
 
     def triplet_losses(self, anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
         """Per-triplet hinge max(d(a, p) - d(a, n) + margin, 0) (Eq. 1)."""

@@ -197,14 +197,15 @@ class TrideLoss(AdversarialTripletLoss):
         return margin if self.awareness == "none" else torch.relu(margin)
 
     @staticmethod
-    def oriented_loss(margin: torch.Tensor) -> Tuple[torch.Tensor, bool]:
+    def oriented_loss(margin: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """COLO (arXiv): minimise g while g > 0 (attack), -g once g <= 0 (assist); returns (loss, assisting).
 
         The orientation is read from the current iterate and not differentiated: the loss is |g|, with the
-        assisting direction -grad g taken at g = 0, where the ICML adversary would stop.
+        assisting direction -grad g taken at g = 0, where the ICML adversary would stop. ``assisting`` is a
+        boolean tensor on the device (choosing the direction there reads nothing back to the host).
         """
-        assisting = margin.item() <= 0
-        return (-margin if assisting else margin), assisting
+        assisting = margin.detach() <= 0
+        return torch.where(assisting, -margin, margin), assisting
 
     @property
     def assisting(self) -> bool:
@@ -232,9 +233,11 @@ class TrideLoss(AdversarialTripletLoss):
         self, phase: str, inputs: torch.Tensor, triplets: Triplets, perturbation: PerturbationSet,
         assist_steps: Optional[list],
     ):
-        """The attack objective of a phase; the images that stay clean are embedded once, without grad.
+        """The attack objective of a phase; the images that stay clean are embedded (and normalised) once,
+        without grad, and the iterate's embeddings are normalised once per step.
 
-        With ``assist_steps`` (a list) the objective is COLO's oriented loss, and each assisting step appends 1.
+        With ``assist_steps`` (a list) the objective is COLO's oriented loss, and each step appends whether it
+        assisted (a boolean tensor, summed once when the statistics are recorded).
         """
         anchors, positives, negatives = triplets
 
@@ -242,35 +245,38 @@ class TrideLoss(AdversarialTripletLoss):
             if assist_steps is None:
                 return margin_or_loss
             loss, assisting = self.oriented_loss(margin_or_loss)
-            if assisting:
-                assist_steps.append(1)
+            assist_steps.append(assisting)
             return loss
 
         cap_term = self.candidate_perturbation_loss if assist_steps is None else self.candidate_perturbation_margin
         anp_term = self.anchor_perturbation_loss if assist_steps is None else self.anchor_perturbation_margin
+        distances = self.normalized_pair_distances
         if phase == "cap":
             positive_rows, negative_rows = perturbation.role_positions
             anchor_set = PerturbationSet((anchors,), "unique")
-            clean_anchors = self.constant_embeddings(inputs[anchor_set.source_rows])[anchor_set.role_positions[0]]
+            clean_anchors = self.normalized(self.constant_embeddings(inputs[anchor_set.source_rows]))[
+                anchor_set.role_positions[0]
+            ]
 
             def objective(adversarial: torch.Tensor) -> torch.Tensor:
+                adversarial = self.normalized(adversarial)
                 return finish(cap_term(
-                    self.pair_distances(clean_anchors, adversarial[positive_rows]),
-                    self.pair_distances(clean_anchors, adversarial[negative_rows]),
+                    distances(clean_anchors, adversarial[positive_rows]),
+                    distances(clean_anchors, adversarial[negative_rows]),
                 ))
 
             return objective
         (anchor_rows,) = perturbation.role_positions
         clean_set = PerturbationSet((anchors, positives, negatives), "unique")
-        clean = self.constant_embeddings(inputs[clean_set.source_rows])
+        clean = self.normalized(self.constant_embeddings(inputs[clean_set.source_rows]))
         clean_anchors, clean_positives, clean_negatives = (clean[rows] for rows in clean_set.role_positions)
 
         def objective(adversarial: torch.Tensor) -> torch.Tensor:
-            adversarial_anchors = adversarial[anchor_rows]
+            adversarial_anchors = self.normalized(adversarial)[anchor_rows]
             return finish(anp_term(
-                self.pair_distances(adversarial_anchors, clean_positives),
-                self.pair_distances(adversarial_anchors, clean_negatives),
-                self.pair_distances(adversarial_anchors, clean_anchors),
+                distances(adversarial_anchors, clean_positives),
+                distances(adversarial_anchors, clean_negatives),
+                distances(adversarial_anchors, clean_anchors),
             ))
 
         return objective
@@ -323,7 +329,7 @@ class TrideLoss(AdversarialTripletLoss):
             else:
                 loss_dict["top_rank_loss"] = self.zero_loss()
         if self.collect_stats:
-            self.assist_steps = len(assist_steps or ())
+            self.assist_steps = int(torch.stack(assist_steps).sum()) if assist_steps else 0
             self._record_stats(embeddings, triplets, perturbation, result, inputs, adversarial,
                                (anchor_emb, positive_emb, negative_emb))
         return loss_dict

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from pytorch_metric_learning.reducers import BaseReducer
 
-from ..collapseness import check_lam, check_weighting, weighted_distance
+from ..collapseness import check_distance_shape, check_lam, check_weighting, proximity_weighted_mean, weighted_distance
 
 __all__ = ["CollapsenessReducer"]
 
@@ -37,8 +37,10 @@ class CollapsenessReducer(BaseReducer):
         self.add_to_recordable_attributes(name="weighted_distance", is_stat=True)
 
     def weighted_mean(self, values: torch.Tensor) -> torch.Tensor:
-        """d_w of ``values`` (Eq. 6-7)."""
-        return weighted_distance(values, self.lam, self.weighting)
+        """d_w of ``values`` (Eq. 6-7). Checks the shape only, not finiteness (that would read ``values`` back to
+        the host; ``TrideLoss`` calls this in every attack step and the PGD engine checks the attack once)."""
+        check_distance_shape(values, "values")
+        return proximity_weighted_mean(values, self.lam, self.weighting)
 
     def collapseness(self, ap_dists: torch.Tensor, an_dists: torch.Tensor) -> torch.Tensor:
         """C = d_w(A, P) - d_w(A, N) (Eq. 5)."""
@@ -47,7 +49,7 @@ class CollapsenessReducer(BaseReducer):
     def _reduce(self, losses: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
         if len(losses) == 0:
             return self.zero_loss(embeddings)
-        reduced = self.weighted_mean(losses)
+        reduced = weighted_distance(losses, self.lam, self.weighting)
         if self.collect_stats:
             self.weighted_distance = reduced.item()
         return reduced

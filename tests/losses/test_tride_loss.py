@@ -492,3 +492,40 @@ def test_no_forward_pass_when_no_step_can_move_the_inputs(kwargs):
     for _ in range(2):
         assert torch.isfinite(loss(embeddings, HAND_LABELS, hand_indices()))
     assert calls == []
+
+
+# ---------------------------------------------------------------- host syncs (each one drains a GPU's queue)
+
+
+@pytest.mark.parametrize(
+    "options, reads_per_iteration",
+    [({"awareness": "collapse"}, 1), ({"awareness": "none"}, 0), ({"orientation": "assist"}, 0)],
+)
+@pytest.mark.parametrize("phase", ["cap", "anp"])
+def test_the_attack_reads_back_only_its_stop_check(options, reads_per_iteration, phase):
+    """Inside the attack the host reads the loss once per iteration for the collapse-aware stop (Eq. 10), nothing
+    per step otherwise (COLO orients on the device), plus one finiteness check per attack."""
+    from host_syncs import HostSyncCounter
+
+    torch.manual_seed(0)
+    model = tiny_cnn()
+    images = torch.rand(12, 1, 6, 6)
+    labels = torch.arange(6).repeat_interleave(2)
+    anchors = torch.arange(0, 12, 2)
+    triplets = (anchors, anchors + 1, (anchors + 2) % 12)
+    loss = TrideLoss(model, phase=phase, progressive_alpha=False, eps=0.1, alpha=0.01, steps=4, **options)
+    loss.set_epoch(9, 10)
+    seen = []
+    attack = loss.attack
+
+    def counted_attack(images, objective, stop_condition=None):
+        with HostSyncCounter() as counter:
+            result = attack(images, objective, stop_condition)
+        seen.append((counter.total, result.steps_taken + int(result.stopped_early)))
+        return result
+
+    loss.attack = counted_attack
+    loss(model(images), labels, triplets)
+    ((syncs, iterations),) = seen
+    assert iterations >= 1
+    assert syncs == reads_per_iteration * iterations + 1
