@@ -58,12 +58,19 @@ def pair_batch(pairs: int, image_size: int, generator: torch.Generator, channels
 class AttackRecord:
     """One PGD call of a defense: how many images it perturbed, how many signed steps it took, and the images it
     pushed through the model forward and backward (the engine's counters when it has them, else images x
-    iterations: one forward per iteration, the early-stop check included, one backward per step)."""
+    iterations: one forward per iteration, the early-stop check included, one backward per step), and the images
+    the defense embedded without grad for this attack's objective (the ones that stay clean)."""
 
     images: int
     steps: int
     forward_images: int = 0
     backward_images: int = 0
+    clean_images: int = 0
+
+    @property
+    def forward_only_images(self) -> int:
+        """Images the attack pushed forward without a backward: the stop check's forward of the final iterate."""
+        return self.forward_images - self.backward_images
 
 
 @dataclass
@@ -73,6 +80,8 @@ class AttackRecorder:
 
     loss: nn.Module
     records: List[AttackRecord] = field(default_factory=list)
+
+    clean_images: int = 0
 
     def __post_init__(self) -> None:
         original = self.loss.attack
@@ -86,10 +95,19 @@ class AttackRecorder:
                 len(images), result.steps_taken,
                 forward if forward is not None else len(images) * iterations,
                 backward if backward is not None else len(images) * result.steps_taken,
+                self.clean_images,
             ))
+            self.clean_images = 0
             return result
 
         object.__setattr__(self.loss, "attack", recording_attack)
+        original_constant = getattr(self.loss, "constant_embeddings", None)
+        if original_constant is not None:
+            def recording_constant_embeddings(images):
+                self.clean_images += len(images)
+                return original_constant(images)
+
+            object.__setattr__(self.loss, "constant_embeddings", recording_constant_embeddings)
 
     def take(self) -> List[AttackRecord]:
         """The records since the last call, cleared."""
@@ -122,16 +140,36 @@ def input_gradient_passes(model: nn.Module, images: torch.Tensor, steps: int, sy
     return adversarial.detach()
 
 
+def eval_forwards(model: nn.Module, images: torch.Tensor, count: int) -> None:
+    """Embed ``count`` images (rows of ``images`` repeated) in eval mode without grad."""
+    if count <= 0:
+        return
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(images[torch.arange(count, device=images.device) % len(images)])
+    finally:
+        model.train(training)
+
+
 def lower_bound_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
                      records: Sequence[AttackRecord], margin: float, triplets: Triplets,
-                     autocast: Callable[[], ContextManager] = contextlib.nullcontext) -> None:
+                     autocast: Callable[[], ContextManager] = contextlib.nullcontext,
+                     required_forwards: bool = False) -> None:
     """The work any implementation of an adversarial training step must do: for each PGD call of the defense,
     its steps of input-gradient passes on exactly as many images as it perturbed, then one training pass (forward
-    of the batch and of the adversarial images, a triplet loss, backward, optimizer step)."""
+    of the batch and of the adversarial images, a triplet loss, backward, optimizer step).
+
+    ``required_forwards`` adds the forwards without grad that the method's definition needs beyond those passes:
+    the clean embeddings of the images its objective keeps clean, and the early stop's forward of the final
+    iterate (the stop is decided on the loss there)."""
     adversarial = []
     with autocast():
         for record in records:
             rows = torch.arange(record.images, device=images.device) % len(images)
+            if required_forwards:
+                eval_forwards(model, images, record.clean_images + record.forward_only_images)
             adversarial.append(input_gradient_passes(model, images[rows], record.steps))
     optimizer.zero_grad(set_to_none=True)
     with autocast():
@@ -171,6 +209,7 @@ class PairedTimes:
 
     step: List[float] = field(default_factory=list)
     bound: List[float] = field(default_factory=list)
+    required: List[float] = field(default_factory=list)
 
     @property
     def ratio_of_minima(self) -> float:
@@ -180,6 +219,11 @@ class PairedTimes:
     @property
     def median_ratio(self) -> float:
         return statistics.median(step / bound for step, bound in zip(self.step, self.bound))
+
+    @property
+    def ratio_to_required(self) -> Optional[float]:
+        """Step over the bound with the method's required forwards (``lower_bound_step(required_forwards=True)``)."""
+        return min(self.step) / min(self.required) if self.required else None
 
 
 class Budget:
