@@ -11,8 +11,9 @@ optimizer alike), and the counts do not depend on the machine, its load or its s
   device-specific decompositions differ from the CPU's;
 * **host syncs**: the ops that make the host wait for the device (``HOST_SYNC_OPS``: ``.item()``, ``bool(tensor)``,
   ``torch.equal``, ``nonzero``, ``unique``, ``masked_select``, ``repeat_interleave`` without ``output_size``, and
-  indexing with a boolean mask, whose kernel runs ``nonzero`` unseen). Not seen on the CPU: device-to-host copies
-  (``.cpu()``, ``.tolist()``, ``.numpy()`` dispatch nothing for a CPU tensor) and syncs hidden inside other kernels.
+  indexing with a boolean mask, whose kernel runs ``nonzero`` unseen), and ``Tensor.tolist()`` and
+  ``Tensor.numpy()`` (counted by wrapping the methods: on a CPU tensor they dispatch nothing). Not seen:
+  ``.cpu()`` and ``.to("cpu")`` (nothing to copy on the CPU) and syncs hidden inside other kernels.
 
 For each defense (the table of ``step_cost.py``: CAP and ANP with all steps, CA-TRIDE with its early stop,
 COLO-TRIDE, EST, ACT, HM with unique images and with robrank's per-triplet copies), on the small CNN and an SPC-2
@@ -147,13 +148,38 @@ def is_host_sync(func: Any, args: Sequence[Any], kwargs: Dict[str, Any]) -> bool
     return False
 
 
+# tensor methods that copy to the host without dispatching an aten op on a CPU tensor
+HOST_SYNC_METHODS = ("tolist", "numpy")
+
+
 class OpCounter(TorchDispatchMode):
-    """Counts the aten ops dispatched inside it (autograd's backward ops included) as kernels and host syncs."""
+    """Counts the aten ops dispatched inside it (autograd's backward ops included) as kernels and host syncs, and
+    the calls of ``HOST_SYNC_METHODS`` as host syncs."""
 
     def __init__(self) -> None:
         super().__init__()
         self.kernels: Counter = Counter()
         self.syncs: Counter = Counter()
+        self._methods: Dict[str, Any] = {}
+
+    def __enter__(self) -> "OpCounter":
+        for name in HOST_SYNC_METHODS:
+            self._methods[name] = getattr(torch.Tensor, name)
+            setattr(torch.Tensor, name, self._counted_method(name, self._methods[name]))
+        return super().__enter__()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for name, method in self._methods.items():
+            setattr(torch.Tensor, name, method)
+        self._methods.clear()
+        super().__exit__(*exc_info)
+
+    def _counted_method(self, name: str, method: Any) -> Callable[..., Any]:
+        def counted(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            self.syncs[f"Tensor.{name}"] += 1
+            return method(tensor, *args, **kwargs)
+
+        return counted
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

@@ -28,6 +28,8 @@ def test_the_mode_counts_kernels_and_host_syncs_of_a_hand_made_function(step_lau
     assert counts(lambda: torch.arange(3).repeat_interleave(repeats, output_size=3))[1] == 0
     assert counts(lambda: torch.unique(a))[1] == 1 and counts(lambda: a.nonzero())[1] == 1
     assert counts(lambda: (x * 2).sum().backward())[0] > 2  # autograd's backward ops are seen too
+    assert counts(lambda: a.tolist())[1] == 1 and counts(lambda: a.numpy())[1] == 1  # no op dispatched on the CPU
+    assert torch.Tensor.tolist is torch._C.TensorBase.tolist  # the methods are restored after counting
 
 
 def test_differences_are_per_op_and_may_go_negative(step_launches):
