@@ -409,6 +409,14 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
                 stop_condition=stop_condition,
                 chunk_size=self.chunk_size,
             )
+        except FloatingPointError:
+            if not self._wrapped:
+                raise
+            # under DDP the other ranks go on to their training forward and the gradient all-reduce: raising here
+            # alone would hang them. Carry on with NaN images instead; the NaN loss reaches every rank through the
+            # all-reduced gradients, where TrideTrainer's divergence guard stops them all
+            result = PGDResult(adversarial=torch.full_like(images, math.nan), steps_taken=0, stopped_early=False,
+                               last_loss=None)
         finally:
             self._attacking = False
         self._count_passes(result.forward_images, result.backward_images)

@@ -234,7 +234,10 @@ class TrideTrainer(trainers.MetricLossOnly):
             self.losses["metric_loss"] = 0
             return
         if isinstance(metric_loss, AdversarialTripletLoss):
-            value = metric_loss(embeddings, labels, indices_tuple, inputs=data)
+            try:
+                value = metric_loss(embeddings, labels, indices_tuple, inputs=data)
+            except FloatingPointError:  # raised by the PGD engine (chained as the cause's context)
+                self._diverged("the adversarial attack's objective or input gradient")
         else:
             value = metric_loss(embeddings, labels, indices_tuple)
         self.losses["metric_loss"] = value

@@ -6,7 +6,9 @@ TripletMarginMiner for a few steps, each rank on its own half of a fixed batch.
 once per configuration of CONFIGURATIONS (awareness, find_unused_parameters, broadcast_buffers); writes
 OUT/<configuration>_rank<r>.pt: the parameters after the first step and at the end, the PGD steps of every step.
 Then a TrideTrainer on the DDP model whose loss is NaN on rank 1 alone (finite gradients) at its third call: every
-rank must stop with TrainingDivergedError (OUT/diverged_rank<r>.txt holds the message), none may hang.
+rank must stop with TrainingDivergedError (OUT/diverged_rank<r>.txt holds the message), none may hang. Then the
+same with a TrideLoss whose attack objective is NaN on rank 1 alone at its third attack (the engine raises there;
+under DDP the loss carries on with a NaN loss instead): OUT/attack_diverged_rank<r>.txt.
 """
 
 import os
@@ -27,7 +29,7 @@ from ddp_reference import (  # noqa: E402
     build_model,
 )
 
-from pml_tride import TrideTrainer  # noqa: E402
+from pml_tride import TrideLoss, TrideTrainer  # noqa: E402
 from pml_tride.distributed import get_rank, init_from_environment  # noqa: E402
 from pml_tride.trainers import TrainingDivergedError  # noqa: E402
 
@@ -69,7 +71,20 @@ class NaNOnRankOne(losses.TripletMarginLoss):
         return value + float("nan") if get_rank() == 1 and self.calls >= 3 else value
 
 
-def diverge(out):
+class NaNAttackOnRankOne(TrideLoss):
+    """A TrideLoss whose attack objective is NaN on rank 1 from its third attack (clean embeddings finite)."""
+
+    calls = 0
+
+    def _objective(self, *args):
+        objective = super()._objective(*args)
+        self.calls += 1
+        if get_rank() == 1 and self.calls >= 3:
+            return lambda adversarial: objective(adversarial) * float("nan")
+        return objective
+
+
+def diverge(out, loss_func=None, name="diverged"):
     model = build_model()
     wrapped = DistributedDataParallel(model)
     images, labels = batch(0)
@@ -77,7 +92,7 @@ def diverge(out):
         models={"trunk": wrapped},
         optimizers={"trunk_optimizer": torch.optim.SGD(model.parameters(), lr=0.1)},
         batch_size=RANK_BATCH // 2,
-        loss_funcs={"metric_loss": NaNOnRankOne(margin=0.2)},
+        loss_funcs={"metric_loss": loss_func(wrapped) if loss_func else NaNOnRankOne(margin=0.2)},
         dataset=torch.utils.data.TensorDataset(images, labels),
         dataloader_num_workers=0,
         data_device=torch.device("cpu"),
@@ -88,7 +103,7 @@ def diverge(out):
         message = "no error"
     except TrainingDivergedError as error:
         message = str(error)
-    with open(os.path.join(out, f"diverged_rank{get_rank()}.txt"), "w") as handle:
+    with open(os.path.join(out, f"{name}_rank{get_rank()}.txt"), "w") as handle:
         handle.write(message)
 
 
@@ -98,4 +113,5 @@ if __name__ == "__main__":
     for configuration in CONFIGURATIONS:
         train(sys.argv[1], *configuration)
     diverge(sys.argv[1])
+    diverge(sys.argv[1], lambda wrapped: build_loss(wrapped, "collapse", NaNAttackOnRankOne), "attack_diverged")
     torch.distributed.destroy_process_group()

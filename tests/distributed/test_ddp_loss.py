@@ -64,7 +64,8 @@ def test_ddp_training_matches_the_mean_gradient_reference(group_results, awarene
         assert ranks[0]["pgd_steps"] != ranks[1]["pgd_steps"], (ranks[0]["pgd_steps"], ranks[1]["pgd_steps"])
 
 
-def test_a_nan_loss_on_one_rank_stops_every_rank(group_results):
+@pytest.mark.parametrize("name", ["diverged", "attack_diverged"])
+def test_a_nan_loss_or_attack_on_one_rank_stops_every_rank(group_results, name):
     for rank in range(2):
-        message = (group_results / f"diverged_rank{rank}.txt").read_text()
+        message = (group_results / f"{name}_rank{rank}.txt").read_text()
         assert "training diverged at epoch 2, iteration 0" in message, message

@@ -9,7 +9,7 @@ import pytest
 import torch
 from pytorch_metric_learning import losses
 
-from pml_tride import TrideTrainer
+from pml_tride import TrideLoss, TrideTrainer
 from pml_tride.checkpoint_io import CorruptCheckpointError
 from pml_tride.trainers.tride_trainer import TrainingDivergedError
 
@@ -101,21 +101,27 @@ class NaNAfter(losses.TripletMarginLoss):
         return value * float("nan") if self.calls >= self.bad_call else value
 
 
-def test_divergence_stops_before_the_update_and_keeps_the_good_checkpoint(tmp_path):
+def single_process_trainer(build_loss, **kwargs):
+    """A TrideTrainer on fault_worker's tiny CNN and data with the loss ``build_loss(model)``."""
     torch.manual_seed(0)
     model = fault_worker.tiny_cnn()
     trainer = TrideTrainer(
         models={"trunk": model},
         optimizers={"trunk_optimizer": torch.optim.SGD(model.parameters(), lr=0.1)},
         batch_size=12,
-        loss_funcs={"metric_loss": NaNAfter(bad_call=6, margin=0.2)},
+        loss_funcs={"metric_loss": build_loss(model)},
         dataset=fault_worker.dataset(),
         dataloader_num_workers=0,
         data_device=torch.device("cpu"),
-        checkpoint_dir=str(tmp_path),
-        checkpoint_every=1,
         seed=0,
+        **kwargs,
     )
+    return model, trainer
+
+
+def test_divergence_stops_before_the_update_and_keeps_the_good_checkpoint(tmp_path):
+    model, trainer = single_process_trainer(lambda model: NaNAfter(bad_call=6, margin=0.2),
+                                            checkpoint_dir=str(tmp_path), checkpoint_every=1)
     seen = []
     trainer.end_of_iteration_hook = lambda t: seen.append(weights(t))
     with pytest.raises(TrainingDivergedError, match=r"epoch 2, iteration 1 .*latest\.pt"):
@@ -145,3 +151,27 @@ def test_save_checkpoint_from_an_iteration_hook_resumes_at_the_next_iteration(tm
         fault_worker.run(str(tmp_path / "run"), end_of_iteration_hook=save_then_crash)
     resumed = fault_worker.run(str(tmp_path / "resumed"), resume=path)
     assert_identical(weights(resumed), uninterrupted[0])
+
+
+class NaNAttackAfter(TrideLoss):
+    """A TrideLoss whose attack objective is NaN from its ``bad_call``-th attack on (finite clean embeddings)."""
+
+    def __init__(self, model, bad_call, **kwargs):
+        super().__init__(model, **kwargs)
+        self.calls, self.bad_call = 0, bad_call
+
+    def _objective(self, *args):
+        objective = super()._objective(*args)
+        self.calls += 1
+        if self.calls < self.bad_call:
+            return objective
+        return lambda adversarial: objective(adversarial) * float("nan")
+
+
+def test_a_nan_attack_objective_stops_training_like_a_nan_loss(tmp_path):
+    model, trainer = single_process_trainer(
+        lambda model: NaNAttackAfter(model, bad_call=3, progressive_alpha=False, steps=2))
+    with pytest.raises(TrainingDivergedError, match="adversarial attack's objective or input gradient") as caught:
+        trainer.train(num_epochs=3)
+    assert isinstance(caught.value.__context__, FloatingPointError)  # the engine's error, kept as the context
+    assert all(torch.isfinite(parameter).all() for parameter in model.parameters())
