@@ -184,18 +184,23 @@ class GpuStepBenchmark:
             json.dump(result, handle, indent=2, default=str)
 
     def paired(self, step: Callable[[], Any], bound: Callable[[Any], None], share: float,
-               max_repeats: Optional[int] = None) -> PairedTimes:
-        """Warm-up once, then as many (step, bound) pairs as the share of the budget allows."""
+               max_repeats: Optional[int] = None, required: Optional[Callable[[Any], None]] = None) -> PairedTimes:
+        """Warm-up once, then as many (step, bound) pairs as the share of the budget allows; with ``required``, a
+        third timing per repeat (the bound plus the forwards the method requires)."""
         times = PairedTimes()
         started = time.perf_counter()
         context = {}
         timed(lambda: context.update(result=step()), self.device)
         timed(lambda: bound(context["result"]), self.device)
+        if required is not None:
+            timed(lambda: required(context["result"]), self.device)
         repeats = self.budget.repeats(time.perf_counter() - started, share,
                                       min(self.args.max_repeats, max_repeats or self.args.max_repeats))
         for _ in range(repeats):
             times.step.append(timed(lambda: context.update(result=step()), self.device))
             times.bound.append(timed(lambda: bound(context["result"]), self.device))
+            if required is not None:
+                times.required.append(timed(lambda: required(context["result"]), self.device))
         return times
 
     def fresh(self, memory_format: Optional[torch.memory_format] = None):
@@ -297,16 +302,19 @@ class GpuStepBenchmark:
             optimizer.step()
             return recorder.take()
 
-        def bound(records):
-            lower_bound_step(model, optimizer, images, records, loss.margin, self.triplets, autocast)
+        def bound(records, required_forwards=False):
+            lower_bound_step(model, optimizer, images, records, loss.margin, self.triplets, autocast,
+                             required_forwards=required_forwards)
 
         records_seen: List[Any] = []
-        times = self.paired(lambda: records_seen.append(step()) or records_seen[-1], bound, share)
+        times = self.paired(lambda: records_seen.append(step()) or records_seen[-1], bound, share,
+                            required=lambda records: bound(records, required_forwards=True))
         plain = next((row for row in self.rows if row["measurement"] == "CA-TRIDE CAP, all 16 steps"
                       and "step_ms" in row), None)
         row = self.add_row(label, work=describe_records(records_seen[-1]), repeats=len(times.step),
                            step_ms=1e3 * min(times.step), bound_ms=1e3 * min(times.bound),
-                           ratio=times.ratio_of_minima, median_ratio=times.median_ratio)
+                           ratio=times.ratio_of_minima, median_ratio=times.median_ratio,
+                           required_ms=1e3 * min(times.required), ratio_to_required=times.ratio_to_required)
         row["image_passes"] = sum(record.images * record.steps for record in records_seen[-1])
         if plain is not None and plain is not row and "CAP step" in label:
             row["vs_plain"] = row["step_ms"] / plain["step_ms"]
@@ -324,15 +332,18 @@ class GpuStepBenchmark:
                 training_step(model, optimizer, loss, images, self.labels, self.triplets, inputs=images)
             return recorder.take()
 
-        def bound(records):
+        def bound(records, required_forwards=False):
             for record in records:
-                lower_bound_step(model, optimizer, images, [record], loss.margin, self.triplets)
+                lower_bound_step(model, optimizer, images, [record], loss.margin, self.triplets,
+                                 required_forwards=required_forwards)
 
         records_seen: List[Any] = []
-        times = self.paired(lambda: records_seen.append(two_steps()) or records_seen[-1], bound, share)
+        times = self.paired(lambda: records_seen.append(two_steps()) or records_seen[-1], bound, share,
+                            required=lambda records: bound(records, required_forwards=True))
         self.add_row("CA-TRIDE (early stop), CAP+ANP", work=describe_records(records_seen[-1]),
                      repeats=len(times.step), step_ms=1e3 * min(times.step) / 2, bound_ms=1e3 * min(times.bound) / 2,
                      ratio=times.ratio_of_minima, median_ratio=times.median_ratio,
+                     required_ms=1e3 * min(times.required) / 2, ratio_to_required=times.ratio_to_required,
                      image_passes=sum(record.images * record.steps for record in records_seen[-1]) / 2,
                      note="per step; random weights: the early stop point is not a trained model's")
 
@@ -451,14 +462,16 @@ class GpuStepBenchmark:
                 "options": self.kept_options(), "wall_seconds": self.elapsed()}
 
     def report(self) -> Dict[str, Any]:
-        columns = ("measurement", "work", "repeats", "step_ms", "bound_ms", "ratio", "median_ratio", "vs_plain",
-                   "note")
+        columns = ("measurement", "work", "repeats", "step_ms", "bound_ms", "ratio", "median_ratio", "required_ms",
+                   "ratio_to_required", "vs_plain", "note")
         headers = ("measurement", "images x steps", "repeats", "time (ms, min)", "bound (ms, min)",
-                   "ratio (of minima)", "median ratio", "vs plain", "note")
+                   "ratio (of minima)", "median ratio", "bound + required forwards (ms, min)",
+                   "ratio to bound + required", "vs plain", "note")
+        ratios = ("ratio", "median_ratio", "ratio_to_required", "vs_plain")
 
         def cell(row, column):
             value = row.get(column, "")
-            return f"{value:.3f}" if isinstance(value, float) and column in ("ratio", "median_ratio", "vs_plain") \
+            return f"{value:.3f}" if isinstance(value, float) and column in ratios \
                 else f"{value:.1f}" if isinstance(value, float) else value
 
         print(f"# gpu_step.py on {device_name(self.device)} (torch {torch.__version__}, CUDA {torch.version.cuda}, "
