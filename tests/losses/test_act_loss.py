@@ -1,5 +1,8 @@
 import pytest
 import torch
+
+from pml_tride import ACTLoss
+
 from triplet_loops import (
     HAND_IMAGES,
     HAND_LABELS,
@@ -11,8 +14,6 @@ from triplet_loops import (
     loop_pgd,
     triplet_keys,
 )
-
-from pml_tride import ACTLoss
 
 EPS, ALPHA, STEPS, MARGIN = 0.05, 0.02, 4, 0.2
 

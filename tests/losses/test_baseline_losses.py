@@ -8,11 +8,11 @@ import torch
 from pytorch_metric_learning import miners, reducers, trainers
 from pytorch_metric_learning.distances import CosineSimilarity
 from pytorch_metric_learning.utils.distributed import DistributedLossWrapper
-from triplet_loops import HAND_IMAGES, HAND_LABELS, HAND_TRIPLETS, Identity, hand_indices, loop_hinge
 
 from pml_tride import ACTLoss, ESTLoss, HMLoss, TrideTrainer
 
 from tiny_models import tiny_cnn
+from triplet_loops import HAND_IMAGES, HAND_LABELS, HAND_TRIPLETS, Identity, hand_indices, loop_hinge
 
 BASELINES = [ESTLoss, ACTLoss, HMLoss]
 FAST = {"eps": 0.1, "alpha": 0.02, "steps": 2}

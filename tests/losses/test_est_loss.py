@@ -3,6 +3,10 @@ import copy
 import pytest
 import torch
 from pytorch_metric_learning.miners import BaseMiner
+
+from pml_tride import ESTLoss, SPC2RandomMiner
+
+from tiny_models import tiny_cnn
 from triplet_loops import (
     HAND_IMAGES,
     HAND_LABELS,
@@ -14,10 +18,6 @@ from triplet_loops import (
     loop_pgd,
     triplet_keys,
 )
-
-from pml_tride import ESTLoss, SPC2RandomMiner
-
-from tiny_models import tiny_cnn
 
 EPS, ALPHA, STEPS, MARGIN = 0.05, 0.02, 4, 0.2
 

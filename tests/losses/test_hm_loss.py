@@ -1,6 +1,10 @@
 import pytest
 import torch
 from pytorch_metric_learning.miners import BaseMiner
+
+from pml_tride import HMLoss
+from pml_tride.losses.hm_loss import saturation_stop
+
 from triplet_loops import (
     HAND_IMAGES,
     HAND_LABELS,
@@ -12,9 +16,6 @@ from triplet_loops import (
     loop_pgd,
     triplet_keys,
 )
-
-from pml_tride import HMLoss
-from pml_tride.losses.hm_loss import saturation_stop
 
 EPS, ALPHA, STEPS, MARGIN, ICS = 0.05, 0.02, 6, 0.2, 0.5
 

@@ -4,20 +4,14 @@ import pytest
 import torch
 from pytorch_metric_learning import losses, miners, reducers, trainers
 from pytorch_metric_learning.utils.distributed import DistributedLossWrapper
-from torch import nn
 
 from pml_tride import CollapsenessReducer, TrideLoss
 
 from tiny_models import tiny_cnn
+from triplet_loops import HAND_IMAGES as TRIPLET_LOOP_IMAGES
+from triplet_loops import HAND_LABELS, HAND_TRIPLETS, Identity, hand_indices, loop_distance
 
 # ---------------------------------------------------------------- brute-force re-derivations (plain loops)
-
-
-def loop_distance(u, v):
-    """F.pairwise_distance semantics on L2-normalised vectors: ||u/|u| - v/|v| + 1e-6||."""
-    nu = math.sqrt(sum(x * x for x in u))
-    nv = math.sqrt(sum(x * x for x in v))
-    return math.sqrt(sum((a / nu - b / nv + 1e-6) ** 2 for a, b in zip(u, v)))
 
 
 def loop_weighted(dists, lam, weighting):
@@ -42,29 +36,7 @@ def loop_triplet_terms(emb, triplets):
     return ap, an
 
 
-class Identity(nn.Module):
-    """Embedding = flattened pixels, so every distance can be re-derived by hand."""
-
-    def forward(self, x):
-        return x.flatten(1)
-
-
-HAND_IMAGES = torch.tensor(
-    [
-        [0.9, 0.1, 0.2],
-        [0.8, 0.3, 0.1],
-        [0.2, 0.9, 0.3],
-        [0.1, 0.7, 0.6],
-        [0.5, 0.5, 0.9],
-        [0.3, 0.2, 0.8],
-    ]
-)
-HAND_LABELS = torch.tensor([0, 0, 1, 1, 2, 2])
-HAND_TRIPLETS = [(0, 1, 2), (1, 0, 4), (2, 3, 5), (3, 2, 0), (4, 5, 1)]
-
-
-def hand_indices():
-    return tuple(torch.tensor(column) for column in zip(*HAND_TRIPLETS))
+HAND_IMAGES = TRIPLET_LOOP_IMAGES.float()
 
 
 def embed(model, images):
