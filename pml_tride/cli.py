@@ -14,6 +14,13 @@ from typing import Dict, List, Optional
 import torch
 
 from . import __version__
+from .cli_validation import (
+    check_demo_arguments,
+    check_evaluate_arguments,
+    check_train_arguments,
+    resolve_resume,
+    train_run_identity,
+)
 
 __all__ = ["main"]
 
@@ -72,6 +79,7 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 def run_demo_command(args: argparse.Namespace) -> int:
     from .demo import DemoSettings, demo_summary, run_demo
 
+    check_demo_arguments(args)
     settings = DemoSettings(out=args.out, epochs=args.epochs, image_size=args.image_size, eps=args.eps,
                             train_alpha=args.eps / 4, eval_alpha=args.eps / 4, train_steps=args.train_steps,
                             eval_steps=args.eval_steps, seed=args.seed, monitor_every=args.monitor_every)
@@ -185,23 +193,20 @@ def run_train_command(args: argparse.Namespace) -> int:
     from .models import build_model, save_model
     from .recipes import train_embedder
 
+    check_train_arguments(args)
     launched = launch(args)
     if launched is not None:
         return launched
     prepare_output_folder(args.out)
     device = init_from_environment(_device(args.device))
-    resume = args.resume
-    if resume is None and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
-        resume = "auto"  # a group restarted by torchrun continues from the last checkpoint
-    if resume == "auto":
-        latest = os.path.join(args.out, "latest.pt")
-        resume = latest if os.path.isfile(latest) else None
+    resume = resolve_resume(args)
     if resume is not None and get_rank() == 0:
         print(f"resuming from {resume}", flush=True)
     torch.manual_seed(args.seed)  # the initial weights, as everything else, follow --seed
     dataset = build_dataset(args.dataset, root=args.data_root, split="train", image_size=args.image_size)
-    model_name = args.model or ("small_cnn" if args.dataset == "digits" else "resnet18")
-    kwargs = {"embedding_dim": args.embedding_dim or (64 if model_name == "small_cnn" else 512)}
+    identity = train_run_identity(args)
+    model_name = identity["model"]
+    kwargs = {"embedding_dim": identity["embedding_dim"]}
     channels = dataset[0][0].shape[0]
     if model_name == "resnet18":
         kwargs["weights"] = None if args.weights == "none" else args.weights
@@ -219,7 +224,7 @@ def run_train_command(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay, margin=args.margin, eps=args.eps, alpha=args.alpha, steps=args.steps,
         lam=args.lam, seed=args.seed, device=device, checkpoint_dir=args.out, resume=resume,
         iterations_per_epoch=args.max_iters, checkpoint_every=args.checkpoint_every,
-        end_of_epoch_hook=end_of_epoch_hook, disable_progress=args.quiet,
+        end_of_epoch_hook=end_of_epoch_hook, disable_progress=args.quiet, run_info=identity,
     )
     if tester is not None and get_rank() == 0:
         with open(os.path.join(args.out, "robustness.json"), "w") as handle:
@@ -228,7 +233,8 @@ def run_train_command(args: argparse.Namespace) -> int:
               f"{args.eval_select}: {tester.best_epoch} ({os.path.join(args.out, 'best.pt')})")
     path = os.path.join(args.out, "model.pt")
     if get_rank() == 0:
-        save_model(model, path, defense=args.defense, data={"dataset": args.dataset, "image_size": dataset.image_size})
+        save_model(model, path, defense=args.defense, data={"dataset": args.dataset, "image_size": dataset.image_size},
+                   run=identity)
         print(f"trained {args.defense} on {args.dataset} in {seconds:.0f} s ({get_world_size()} process(es), "
               f"{args.batch_size} images each per step); model: {path}; "
               f"evaluate with: pml-tride evaluate --checkpoint {path} --dataset {args.dataset}")
@@ -270,6 +276,7 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     from .evaluation import RobustnessEvaluator
     from .models import load_model
 
+    check_evaluate_arguments(args)
     launched = launch(args)
     if launched is not None:
         return launched

@@ -161,6 +161,7 @@ def train_embedder(
     checkpoint_every: Optional[int] = None,
     end_of_epoch_hook: Optional[Callable[[TrideTrainer], Any]] = None,
     disable_progress: bool = False,
+    run_info: Optional[Mapping[str, Any]] = None,
 ) -> Tuple[TrideTrainer, float]:
     """Train ``model`` on ``dataset`` with a named defense; returns the trainer and the training seconds.
 
@@ -179,7 +180,8 @@ def train_embedder(
     Inside a torch.distributed process group (torchrun) the model is wrapped in ``DistributedDataParallel``
     and every rank trains on its own ``batch_size`` images per step (see docs/scaling-out.md).
     ``end_of_epoch_hook`` (e.g. ``RobustnessTester.end_of_epoch_hook``) runs after every epoch;
-    ``disable_progress`` hides the progress bars.
+    ``disable_progress`` hides the progress bars; ``run_info`` goes into every checkpoint as its ``run`` entry
+    (see :class:`TrideTrainer`).
     """
     optional = {name: value for name, value in (("steps", steps), ("lam", lam)) if value is not None}
     miner = defense_miner(defense, **{"margin": margin, "schedule": miner_schedule, "seed": seed,
@@ -225,6 +227,7 @@ def train_embedder(
         seed=seed,
         end_of_epoch_hook=end_of_epoch_hook,
         disable_progress=disable_progress,
+        run_info=dict(run_info or {}),
     )
     start_epoch = trainer.load_checkpoint(resume) if resume else 1
     started = time.perf_counter()

@@ -96,7 +96,9 @@ class TrideTrainer(trainers.MetricLossOnly):
     Same constructor as ``MetricLossOnly``, plus ``checkpoint_dir`` (write ``epoch_<k>.pt`` and ``latest.pt``
     after every epoch), ``checkpoint_every`` (also write ``latest.pt`` every that many iterations, mid-epoch),
     ``seed`` (of the batch order; default: drawn from torch's generator) and ``disable_progress`` (hide the bars over
-    epochs and iterations, with their time estimates). ``models["embedder"]`` is optional: without it PML adds an
+    epochs and iterations, with their time estimates), ``run_info`` (what the run is, e.g. ``{"defense": "hm",
+    "dataset": "cub"}``, stored as the checkpoints' ``run`` entry so that a resume can check it continues the same
+    run). ``models["embedder"]`` is optional: without it PML adds an
     identity, as usual, but does not warn. On top of the PML trainer it
 
     * calls ``set_epoch(epoch, total_epochs)`` (0-based) on the metric loss and the tuple miner at the start of
@@ -127,6 +129,7 @@ class TrideTrainer(trainers.MetricLossOnly):
         checkpoint_every: Optional[int] = None,
         seed: Optional[int] = None,
         disable_progress: bool = False,
+        run_info: Optional[Dict[str, Any]] = None,
         **kwargs: Any,
     ) -> None:
         if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
@@ -138,6 +141,7 @@ class TrideTrainer(trainers.MetricLossOnly):
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
         self.disable_progress = disable_progress
+        self.run_info = dict(run_info or {})
         self.total_epochs: Optional[int] = None
         self.history: List[Dict[str, Any]] = []
         self.last_checkpoint: Optional[str] = None
@@ -309,6 +313,8 @@ class TrideTrainer(trainers.MetricLossOnly):
             "ranks": all_gather_objects(rank_state),
             "data": {"image_size": getattr(self.dataset, "image_size", None)},
         }
+        if self.run_info:
+            state["run"] = dict(self.run_info)
         trunk = models["trunk"]
         config = getattr(trunk, "config", None)
         if config is not None and isinstance(self.models["embedder"], torch.nn.Identity):
