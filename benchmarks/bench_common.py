@@ -8,13 +8,17 @@ module as ``bench_common``. When pml_tride is not installed, importing this modu
 from __future__ import annotations
 
 import contextlib
+import datetime
 import importlib.util
+import json
+import platform
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, ContextManager, List, Optional, Sequence, Tuple
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -22,6 +26,9 @@ from torch import nn
 REPOSITORY = Path(__file__).resolve().parents[1]
 if importlib.util.find_spec("pml_tride") is None:
     sys.path.insert(0, str(REPOSITORY))
+
+# Seconds to wait for git when recording the commit a measurement ran on.
+GIT_TIMEOUT = 10
 
 # The paper's step size (1/255) for the bound's signed steps: any value gives the same cost.
 BOUND_STEP_SIZE = 1 / 255
@@ -259,3 +266,27 @@ def device_name(device: torch.device) -> str:
 
 def optional_float(value: Optional[float], digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _git(*arguments: str) -> Optional[str]:
+    try:
+        done = subprocess.run(["git", *arguments], cwd=REPOSITORY, capture_output=True, text=True, timeout=GIT_TIMEOUT)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def provenance(device: torch.device) -> Dict[str, Any]:
+    """What a figure needs next to it: the commit (``+dirty`` with uncommitted changes; None outside a git
+    checkout), torch, Python, the device and the UTC date."""
+    commit = _git("rev-parse", "--short", "HEAD")
+    if commit is not None and _git("status", "--porcelain", "--untracked-files=no"):
+        commit += "+dirty"
+    return {"commit": commit, "torch": torch.__version__, "cuda": torch.version.cuda,
+            "python": platform.python_version(), "device": device_name(device), "machine": platform.machine(),
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def write_json(path: str, payload: Dict[str, Any], device: torch.device) -> None:
+    """Write ``payload`` with its :func:`provenance` as the ``provenance`` entry."""
+    Path(path).write_text(json.dumps({"provenance": provenance(device), **payload}, indent=2, default=str))

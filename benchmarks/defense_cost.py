@@ -26,14 +26,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import time
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from bench_common import AttackRecorder, markdown_table
+from bench_common import AttackRecorder, markdown_table, write_json
 
 from pml_tride import recipes
 from pml_tride.datasets import Digits
@@ -202,8 +200,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         goal = " (goal <= 0.35; the paper: 0.85)" if name == f"CA-TRIDE / {REFERENCE}" else ""
         print(f"{name}: {value:.3f}{goal}")
     if args.out:
-        Path(args.out).write_text(json.dumps({"config": vars(args), "results": results, "ratios": ratios,
-                                              "paper_ratio": PAPER_RATIO}, indent=2))
+        write_json(args.out, {"config": vars(args), "results": results, "ratios": ratios, "paper_ratio": PAPER_RATIO},
+                   torch.device("cpu"))
     return 0
 
 

@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from bench_common import PairedTimes, input_gradient_passes, timed
+from bench_common import PairedTimes, input_gradient_passes, timed, write_json
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -348,7 +348,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                  "nmi": nmi_section}
     results = {name: functions[name](args) for name in sections}
     if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2, default=str))
+        write_json(args.out, results, torch.device("cpu"))
     return 0
 
 

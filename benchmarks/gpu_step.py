@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import json
 import platform
 import sys
 import time
@@ -51,6 +50,7 @@ from bench_common import (
     pair_batch,
     timed,
     training_step,
+    write_json,
 )
 
 CUB_TRAIN_IMAGES = 5864
@@ -180,8 +180,7 @@ class GpuStepBenchmark:
         return time.perf_counter() - self.started
 
     def write_json(self, result: Dict[str, Any]) -> None:
-        with open(self.args.out, "w") as handle:
-            json.dump(result, handle, indent=2, default=str)
+        write_json(self.args.out, result, self.device)
 
     def paired(self, step: Callable[[], Any], bound: Callable[[Any], None], share: float,
                max_repeats: Optional[int] = None, required: Optional[Callable[[Any], None]] = None) -> PairedTimes:

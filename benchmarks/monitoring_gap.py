@@ -21,6 +21,7 @@ import time
 from typing import Any, Dict, List
 
 import torch
+from bench_common import write_json
 
 from pml_tride.datasets import Digits
 from pml_tride.demo import MODELS, DemoSettings
@@ -161,10 +162,9 @@ def main() -> None:
     rows = measure(defaults, args.epochs, args.every, torch.device(args.device))
     summary = summarise(rows)
     table = markdown(summary, args.epochs)
-    with open(args.out, "w") as handle:
-        json.dump({"settings": defaults.describe(), "epochs": args.epochs, "every": args.every,
-                   "device": args.device, "rows": rows, "summary": summary,
-                   "seconds": time.perf_counter() - started}, handle, indent=1)
+    write_json(args.out, {"settings": defaults.describe(), "epochs": args.epochs, "every": args.every,
+                          "device": args.device, "rows": rows, "summary": summary,
+                          "seconds": time.perf_counter() - started}, torch.device(args.device))
     print(table)
     print(f"total {time.perf_counter() - started:.0f} s; written: {args.out}")
 

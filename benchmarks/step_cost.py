@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import statistics
 import sys
-from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
@@ -46,6 +44,7 @@ from bench_common import (
     pair_batch,
     timed,
     training_step,
+    write_json,
 )
 from torch import nn
 
@@ -171,7 +170,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"\nratios of minima (step / lower bound; goal <= {GOAL:.2f}): "
           + ", ".join(f"{r['defense']} {r['ratio']:.3f}" for r in results))
     if args.out:
-        Path(args.out).write_text(json.dumps({"config": vars(args), "results": results}, indent=2))
+        write_json(args.out, {"config": vars(args), "results": results}, torch.device("cpu"))
     return 0
 
 

@@ -37,11 +37,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -54,6 +52,7 @@ from bench_common import (
     markdown_table,
     pair_batch,
     training_step,
+    write_json,
 )
 from step_cost import DEFENSES, LABELS, SCHEDULE_EPOCH, SCHEDULE_EPOCHS, small_cnn
 from torch import nn
@@ -360,7 +359,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         extra = ", ".join(f"{name} +{value}" for name, value in r["extra_ops_per_pgd_step"])
         print(f"- {r['defense']}: {extra or ('-' if r['per_pgd_step']['defense'] is None else 'none')}")
     if args.out:
-        Path(args.out).write_text(json.dumps({"config": vars(args), "results": results}, indent=2))
+        write_json(args.out, {"config": vars(args), "results": results}, torch.device("cpu"))
     return 0
 
 
