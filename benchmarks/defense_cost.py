@@ -12,7 +12,7 @@ of 100, on a barely trained model).
 
 * **CA-TRIDE**: 16 steps, collapse-aware early stop, unique images (the package's default);
 * **HM (robrank)**: 32 steps, robrank's per-triplet copies of A, P and N (``perturb="per_triplet"``);
-* **HM (unique)**: our HM with unique images.
+* **HM (unique)**: pml-tride's HM with unique images.
 
 It prints the per-epoch times, the ratio of the total times (CA-TRIDE / HM; goal <= 0.35, the paper: 470 / 550 =
 0.85), the PGD image-passes of each (images pushed through the model by the attack, forward and backward;

@@ -18,7 +18,7 @@ PERTURBED_ROLES = ("positive", "negative")
 
 class ACTLoss(AdversarialTripletLoss):
     """Anti-Collapse Triplet: L_ACT = L_T(a, p~, n~) with [r_p*, r_n*] = argmin d(phi(P + r_p), phi(N + r_n))
-    (HM poster Eq. 2-4; robrank defenses/pnp.py, attack ``pncollapse``).
+    (as restated by Zhou and Patel, CVPR 2022, arXiv:2203.01439; robrank defenses/pnp.py, attack ``pncollapse``).
 
     The positives and negatives of the caller's triplets are perturbed to collapse each positive onto its
     negative, minimising mean_i d(f(P'_i), f(N'_i)) for ``steps`` signed steps (no early stop); the anchors stay
@@ -64,7 +64,7 @@ class ACTLoss(AdversarialTripletLoss):
         self.register_stats(diagnostic_stat_names(PERTURBED_ROLES))
 
     def collapse_loss(self, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
-        """mean_i d(f(P'_i), f(N'_i)) (poster Eq. 4; robrank pnp.py:77-79), minimised by the attack."""
+        """mean_i d(f(P'_i), f(N'_i)) (ACT's attack objective; robrank pnp.py:77-79), minimised by the attack."""
         return self.pair_distances(positives, negatives).mean()
 
     def compute_adversarial_loss(

@@ -19,7 +19,8 @@ __all__ = ["ESTLoss"]
 
 class ESTLoss(AdversarialTripletLoss):
     """Embedding-Shifted Triplet: L_EST = L_T(a~, p~, n~) with x~ = phi(x + r*), r* = argmax_r d(phi(x + r), phi(x))
-    (HM poster Eq. 1; robrank defenses/est.py, attack ``AdvRank.embShift``).
+    (as restated by Zhou and Patel, CVPR 2022, arXiv:2203.01439; robrank defenses/est.py, attack
+    ``AdvRank.embShift``).
 
     Every image a triplet uses (anchor, positive and negative) is perturbed to move its own embedding as far as
     possible from its clean embedding: the attack minimises -mean_j d(f(x'_j), f(x_j)) over the perturbed images,

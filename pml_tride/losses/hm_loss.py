@@ -41,7 +41,8 @@ def saturation_stop(tolerance: float) -> Callable[[torch.Tensor], bool]:
 
 class HMLoss(AdversarialTripletLoss):
     """Hardness Manipulation: perturb each source triplet (A, P, N) to a destination hardness, train on
-    (A', P', N') (HM poster, Contributions 1-3; robrank defenses/amd.py:194-359 and 685-791, config ``ghmetsmi``).
+    (A', P', N') (Zhou and Patel, CVPR 2022, arXiv:2203.01439: hardness manipulation, gradual adversary, intra-class
+    structure loss; robrank defenses/amd.py:194-359 and 685-791, config ``ghmetsmi``).
 
     Source triplets are the caller's ``indices_tuple`` (the PML miner of the training loop; robrank's default
     source is soft-hard). All three members are perturbed. With the source hardness H_i = d(a'_i, p'_i) -
