@@ -1,4 +1,5 @@
-"""The one place pml-tride imports torchvision, with the CPU-torch workaround (reference environment notes)."""
+"""The one place pml-tride imports torchvision, with a workaround for a CUDA torchvision wheel on a CPU-only torch
+(the wheel's `_meta_registrations` then fails with "operator torchvision::nms does not exist", pytorch/vision#9085)."""
 
 from __future__ import annotations
 
