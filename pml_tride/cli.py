@@ -9,7 +9,7 @@ import os
 import sys
 import warnings
 from fractions import Fraction
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Union
 
 import torch
 
@@ -36,6 +36,16 @@ def pixel_value(text: str) -> float:
         return float(Fraction(text))
     except (ValueError, ZeroDivisionError) as error:
         raise argparse.ArgumentTypeError(f"expected a number or a fraction like 8/255, got {text!r}") from error
+
+
+def lam_value(text: str) -> Union[float, str]:
+    """--lam: a number, or 'auto'."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from error
 
 
 def add_dataset_option_arguments(parser: argparse.ArgumentParser) -> None:
@@ -132,7 +142,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=pixel_value, default=1 / 255)
     parser.add_argument("--steps", type=int, default=None,
                         help="PGD steps (default: the defense's own, 16 for CA-TRIDE, 32 for est/act/hm)")
-    parser.add_argument("--lam", type=float, default=None, help="lambda of CA-TRIDE's collapseness (default 10)")
+    parser.add_argument("--lam", type=lam_value, default=None, help="lambda of CA-TRIDE's collapseness (default 10), "
+                        "or 'auto': set from the entanglement of the training batches")
     parser.add_argument("--max-iters", type=int, default=None, help="iterations per epoch (default: one pass)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None)

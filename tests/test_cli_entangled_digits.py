@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 
 from pml_tride.cli import main
@@ -38,3 +39,14 @@ def test_the_options_are_refused_for_other_data_sets_and_checked(tmp_path, capsy
     assert main(["train", "--dataset", "entangled-digits", "--subclasses", "1", *TINY_TRAINING,
                  "--out", str(tmp_path)]) == 2
     assert "subclasses (sub-classes per digit) must be an integer >= 2" in capsys.readouterr().err
+
+
+def test_train_takes_lam_auto(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "entangled-digits", "--lam", "auto", *TINY_TRAINING, "--out", str(out)]) == 0
+    loss_state = torch.load(out / "epoch_1.pt", weights_only=True)["loss_funcs"]["metric_loss"]
+    adaptive = loss_state["adaptive_lambda._extra_state"]
+    assert adaptive["batches"] == 1 and 0 <= adaptive["lam"] <= 10
+    with pytest.raises(SystemExit):
+        main(["train", "--lam", "automatic"])
+    assert "expected a number or 'auto'" in capsys.readouterr().err
