@@ -1,8 +1,11 @@
+import json
 import math
+import os
 
 import numpy as np
 import pytest
 import torch
+from distributed_helpers import run_group
 
 from pml_tride import TrideLoss
 from pml_tride.adaptive_lambda import AdaptiveLambda, lam_for_entanglement, resolve_lam
@@ -11,6 +14,8 @@ from pml_tride.recipes import train_embedder
 
 from tiny_models import tiny_cnn
 from triplet_loops import PAIRWISE_EPS
+
+WORKER = os.path.join(os.path.dirname(__file__), "distributed", "adaptive_lambda_worker.py")
 
 # Table 5 of the paper: (entanglement, lambda) of CUB, CARS, SOP
 TABLE_5 = [(0.79, 10.0), (0.79, 9.5), (0.66, 2.0)]
@@ -130,3 +135,15 @@ def test_a_resumed_training_continues_with_the_same_lambda(tmp_path):
     assert loss_a.lam == loss_b.lam != 10.0
     for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_a_process_group_averages_the_ranks_batches(tmp_path):
+    lone = ([[1.0, 0.0], [0.0, 1.0]], [0, 1])  # no same-class pair: this rank's second batch does not count
+    batches = [[BATCH_1, BATCH_1], [BATCH_2, lone]]
+    outputs = run_group(WORKER, json.dumps(batches))
+    results = [json.loads(output.split("RESULT ")[1]) for output in outputs]
+    assert results[0] == results[1]  # every rank holds the same lambda
+    first = (loop_entanglement(*BATCH_1) + loop_entanglement(*BATCH_2)) / 2
+    second = 0.5 * first + 0.5 * loop_entanglement(*BATCH_1)
+    for (average, lam), expected in zip(results[0], (first, second)):
+        assert average == pytest.approx(expected) and lam == pytest.approx(loop_lam(expected))
