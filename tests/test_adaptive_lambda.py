@@ -49,6 +49,19 @@ def test_the_rule_is_the_least_squares_line_through_table_5_clipped(value):
     assert lam_for_entanglement(value, 1.0, 20.0) == pytest.approx(loop_lam(value, 1.0, 20.0))
 
 
+def test_a_recalibrated_line_and_range():
+    line = ((0.2, 1.0), (0.4, 5.0))  # lambda = 1 + 20 (e - 0.2)
+    for value, expected in ((0.3, 3.0), (0.1, 0.0), (0.6, 9.0), (2.0, 15.0)):
+        assert lam_for_entanglement(value, 0.0, 15.0, line) == pytest.approx(expected)
+    adaptive = AdaptiveLambda(momentum=0.0, max_lam=15.0, line=line)
+    entangled = loop_entanglement(*BATCH_1)
+    assert adaptive.update(torch.tensor(BATCH_1[0]), torch.tensor(BATCH_1[1])) == pytest.approx(
+        min(1 + 20 * (entangled - 0.2), 15.0), rel=1e-5)
+    for bad in (((0.5, 1.0), (0.5, 2.0)), ((0.2, 1.0),), "steep", ((0.2, float("nan")), (0.4, 5.0))):
+        with pytest.raises(ValueError, match="line must be two"):
+            AdaptiveLambda(line=bad)
+
+
 def test_update_keeps_a_moving_average_of_the_batch_entanglement():
     adaptive = AdaptiveLambda(momentum=0.75)
     assert adaptive.lam == 10.0 and adaptive.entanglement is None  # the warm start
@@ -70,9 +83,9 @@ def test_arguments_are_checked():
     initial, adaptive = resolve_lam("auto")
     assert initial == 10.0 and isinstance(adaptive, AdaptiveLambda)
     for bad in ("Auto", "10", -1.0, float("nan"), True, None):
-        with pytest.raises(ValueError, match="lam must be a finite number >= 0 or 'auto'"):
+        with pytest.raises(ValueError, match="lam must be a finite number >= 0, 'auto' or an AdaptiveLambda"):
             resolve_lam(bad)
-    with pytest.raises(ValueError, match="lam must be a finite number >= 0 or 'auto'"):
+    with pytest.raises(ValueError, match="lam must be a finite number >= 0, 'auto' or an AdaptiveLambda"):
         TrideLoss(torch.nn.Identity(), lam="automatic")
     with pytest.raises(ValueError, match="momentum"):
         AdaptiveLambda(momentum=1.0)
@@ -111,6 +124,13 @@ def test_tride_loss_auto_sets_lambda_from_each_batch_and_keeps_it_in_its_state()
     _, restored = tiny_loss("auto")
     restored.load_state_dict(loss.state_dict())
     assert restored.lam == loss.lam and restored.adaptive_lambda.entanglement == loss.adaptive_lambda.entanglement
+    injected = AdaptiveLambda(momentum=0.0, max_lam=40.0, line=((0.0, 0.0), (1.0, 40.0)))  # lambda = 40 e
+    _, custom = tiny_loss(injected)
+    assert custom.adaptive_lambda is injected and custom.lam == 10.0
+    custom_model = custom.model
+    custom_embeddings = custom_model(images)
+    custom(custom_embeddings, labels, indices)
+    assert custom.lam == pytest.approx(40 * loop_entanglement(custom_embeddings.tolist(), labels.tolist()), rel=1e-5)
     fixed_model, fixed = tiny_loss(2.0)
     assert fixed.adaptive_lambda is None and fixed.lam == 2.0
     fixed(fixed_model(images), labels, indices)

@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from ..adaptive_lambda import resolve_lam
+from ..adaptive_lambda import AdaptiveLambda, resolve_lam
 from ..pgd import PGDResult
 from ..reducers import CollapsenessReducer
 from ..schedules import PhaseCycle
@@ -45,9 +45,9 @@ class TrideLoss(AdversarialTripletLoss):
         model: maps images in ``input_range`` to embeddings; held by reference (see the base class).
         margin: triplet margin beta_T (Eq. 1).
         eps, alpha, steps: PGD radius, step size and maximum number of steps (Section 4.1: 8/255, 1/255, 16).
-        lam: attention factor lambda of collapseness (Eq. 7), a number >= 0 or "auto": set from the entanglement
-            of the clean batches (:class:`~pml_tride.adaptive_lambda.AdaptiveLambda`; needs labels); a number is
-            ignored when ``collapseness_reducer`` is given, "auto" sets that reducer's lambda.
+        lam: attention factor lambda of collapseness (Eq. 7), a number >= 0, or "auto" (or an
+            :class:`~pml_tride.adaptive_lambda.AdaptiveLambda`): set from the entanglement of the clean batches
+            (needs labels); a number is ignored when ``collapseness_reducer`` is given, "auto" sets its lambda.
         phase: "tride" (CAP, ANP, CAP, ...), or a fixed "cap" or "anp" (Table 3).
         awareness: "collapse" (C, Eq. 8), "hardness" (H of Eq. 2 with the same clipping), or "none" (a naive
             adversary maximising H for all steps, no clipping and no early stop).
@@ -77,7 +77,7 @@ class TrideLoss(AdversarialTripletLoss):
         eps: float = 8 / 255,
         alpha: float = 1 / 255,
         steps: int = 16,
-        lam: Union[float, str] = 10.0,
+        lam: Union[float, str, AdaptiveLambda] = 10.0,
         phase: str = "tride",
         awareness: str = "collapse",
         top_rank: bool = True,
