@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 MAX_PIXEL_BUDGET = 1.0
 # A triplet needs two images of a class in the batch.
 MIN_TRAIN_BATCH = 2
-DEFAULT_MODELS = {"digits": "small_cnn"}
+DEFAULT_MODELS = {"digits": "small_cnn", "entangled-digits": "small_cnn"}
 FALLBACK_MODEL = "resnet18"
 DEFAULT_EMBEDDING_DIMS = {"small_cnn": 64, "resnet18": 512}
 # What a training checkpoint records of its run, and the flag that sets each.
@@ -88,7 +88,8 @@ def check_demo_arguments(args: argparse.Namespace) -> None:
 
 def train_run_identity(args: argparse.Namespace) -> Dict[str, Any]:
     """What ``pml-tride train`` builds: model, embedding dimension, defense, data set and image size, with the
-    defaults filled in (small_cnn on digits, resnet18 otherwise; 64 or 512 dimensions; the data set's image size)."""
+    defaults filled in (small_cnn on the built-in digits data sets, resnet18 otherwise; 64 or 512 dimensions; the
+    data set's image size)."""
     from .datasets import DEFAULT_IMAGE_SIZES
 
     model = args.model or DEFAULT_MODELS.get(args.dataset, FALLBACK_MODEL)
