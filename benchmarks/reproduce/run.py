@@ -13,17 +13,15 @@ import sys
 import time
 import traceback
 import warnings
-from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from pml_tride.datasets import build_dataset
-from pml_tride.evaluation import RobustnessEvaluator
+from pml_tride.evaluation import RobustnessEvaluator, chance_recall_at_1
 from pml_tride.models import small_cnn_embedder
 from pml_tride.recipes import train_embedder
 from pml_tride.samplers import PAIR_SIZE, SPC2Sampler
@@ -42,13 +40,6 @@ def load_data(settings: StudySettings, entanglement: Optional[float] = None):
     extra = {} if entanglement is None else {"entanglement": entanglement}
     return tuple(build_dataset(settings.dataset, root=settings.data_root, split=split, image_size=settings.image_size,
                                **extra) for split in ("train", "test"))
-
-
-def chance_r1(labels: Sequence[int]) -> float:
-    """R@1 (percent) of a random embedding: the chance that another test image shares the query's class."""
-    counts = np.array(list(Counter(int(label) for label in labels).values()), dtype=np.float64)
-    total = counts.sum()
-    return float(100 * (counts * (counts - 1)).sum() / (total * (total - 1)))
 
 
 def machine() -> Dict[str, Any]:
@@ -90,7 +81,7 @@ def run_job(job: Job, settings: StudySettings, device: str, out: str) -> Dict[st
         "machine": machine(), "benign": report.benign, "raw": report.raw, "ers": report.ers,
         "ers_per_attack": report.ers_per_attack, "ars": report.ars, "ars_per_attack": report.ars_per_attack,
         "ars_per_trial": report.ars_per_trial, "ars_excluded": report.ars_excluded,
-        "chance_r1": chance_r1(test_set.labels.tolist()), "train_seconds": train_seconds,
+        "chance_r1": chance_recall_at_1(test_set.labels), "train_seconds": train_seconds,
         "eval_seconds": report.settings["total_seconds"], "job_seconds": time.time() - started,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "iterations": len(history), **counted, "history": history,
     }
