@@ -16,7 +16,16 @@ from pml_tride.cli import pixel_value
 from pml_tride.datasets import DEFAULT_IMAGE_SIZES
 from pml_tride.recipes import DEFENSES
 
-from .plan import ENTANGLED, ENTANGLED_QUICK, ENTANGLED_SETTINGS, PAPER_EPS, QUICK, StudySettings, plan
+from .plan import (
+    ENTANGLED,
+    ENTANGLED_QUICK,
+    ENTANGLED_SETTINGS,
+    PAPER_EPS,
+    PLAN_ONLY_SETTINGS,
+    QUICK,
+    StudySettings,
+    plan,
+)
 from .records import load_records
 from .report import Part, write_report
 from .run import estimate_line, load_data, machine, run_jobs
@@ -67,7 +76,8 @@ def settings_from(args: argparse.Namespace) -> StudySettings:
                                 **((ENTANGLED_QUICK if entangled else QUICK) if args.quick else {})})
     image_size = args.image_size or DEFAULT_IMAGE_SIZES.get(args.dataset, 32)
     settings = replace(settings, dataset=args.dataset, data_root=args.data_root, image_size=image_size)
-    overrides: Dict[str, Any] = {"epochs": args.epochs, "eval_steps": args.eval_steps, "studies": args.studies,
+    overrides: Dict[str, Any] = {"epochs": args.epochs, "eval_steps": args.eval_steps,
+                                 "studies": None if args.studies is None else tuple(args.studies),
                                  "seeds": None if args.seeds is None else tuple(args.seeds),
                                  "zoo": None if args.models is None else tuple(args.models),
                                  "sweep_eps": None if args.sweep_eps is None else tuple(args.sweep_eps)}
@@ -86,12 +96,12 @@ def default_out(settings: StudySettings) -> str:
     return os.path.join(RESULTS, "quick" if settings.quick else "full")
 
 
-def check_settings(out: str, settings: StudySettings, plan_only_keys) -> None:
+def check_settings(out: str, settings: StudySettings) -> None:
     """Refuse to mix JSON files made with settings that change a job's result into this study (a setting a record
     predates counts as its default)."""
     expected, defaults = json.loads(json.dumps(asdict(settings))), json.loads(json.dumps(asdict(StudySettings())))
     for name, record in load_records(out).items():
-        differing = sorted(key for key in expected if key not in plan_only_keys
+        differing = sorted(key for key in expected if key not in PLAN_ONLY_SETTINGS
                            and record["settings"].get(key, defaults[key]) != expected[key])
         if differing:
             raise SystemExit(f"{out}/{name}.json was made with other settings ({', '.join(differing)}): use another "
@@ -125,8 +135,6 @@ def companion(settings: StudySettings) -> Optional[Part]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from .plan import PLAN_ONLY_SETTINGS
-
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     if args.workers < 1:
@@ -143,7 +151,7 @@ def main(argv: Optional[List[str]] = None) -> int:
               + estimate_line(jobs, settings, args.workers, max(1, len(train_set) // settings.batch_size)))
         return 0
     os.makedirs(out, exist_ok=True)
-    check_settings(out, settings, PLAN_ONLY_SETTINGS)
+    check_settings(out, settings)
     part = Part(settings, out, jobs, load_runs(out))
     if not args.report_only:
         done = set(part.results().by_key)

@@ -48,7 +48,7 @@ def plan_lines(part: Part) -> List[str]:
     train_set, _ = load_data(settings, settings.cells()[0].entanglement)
     iterations = max(1, len(train_set) // settings.batch_size)
     core_seconds = sum(estimated_seconds(job, settings, iterations) for job in part.jobs)
-    models = [spec.label for spec, _ in regime_models(settings)]
+    models = {spec.canonical().slug for spec, _ in regime_models(settings)}
     grid = ", ".join(f"a = {factor:g} x eps" for factor in settings.entanglement_factors)
     return [
         "## Entangled digits: plan and rules", "",

@@ -55,7 +55,7 @@ def run_job(job: Job, settings: StudySettings, device: str, out: str) -> Dict[st
     torch.set_num_threads(1)
     logging.getLogger("PML").setLevel(logging.ERROR)  # 'models is missing "embedder"': PML adds the identity
     warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True to a scalar")
-    started = time.time()
+    started, cpu_started = time.time(), time.process_time()
     train_set, test_set = load_data(settings, job.entanglement)
     # a data set smaller than one batch trains on one batch of all its same-class pairs
     batch_size = min(settings.batch_size, len(train_set) // PAIR_SIZE * PAIR_SIZE)
@@ -83,6 +83,7 @@ def run_job(job: Job, settings: StudySettings, device: str, out: str) -> Dict[st
         "ars_per_trial": report.ars_per_trial, "ars_excluded": report.ars_excluded,
         "chance_r1": chance_recall_at_1(test_set.labels), "train_seconds": train_seconds,
         "eval_seconds": report.settings["total_seconds"], "job_seconds": time.time() - started,
+        "cpu_seconds": time.process_time() - cpu_started,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "iterations": len(history), **counted, "history": history,
     }
     path = os.path.join(out, f"{job.key}.json")

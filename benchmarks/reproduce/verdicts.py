@@ -15,6 +15,7 @@ from .plan import (
     Cell,
     ModelSpec,
     defaults_configurations,
+    display_name,
     lam_of,
     lambda_variants,
     zoo_spec,
@@ -262,8 +263,8 @@ def table5_relation(results: Results, cells: Sequence[Cell]) -> Tuple[List[str],
         if lam is not None:
             pairs.append((cell.entanglement, lam))
     if len(pairs) < MIN_INFORMATIVE_CELLS:
-        return lines, Check(None, f"{LAMBDA_DEFENSE}: a best lam in {len(pairs)} cell(s), fewer than "
-                                  f"{MIN_INFORMATIVE_CELLS}: not testable", inconclusive=bool(pairs))
+        return lines, Check(None, f"{display_name(LAMBDA_DEFENSE)}: a best lam in {len(pairs)} cell(s), fewer than "
+                                  f"{MIN_INFORMATIVE_CELLS}: not tested")
     rho = spearman([a for a, _ in pairs], [lam for _, lam in pairs])
     if math.isnan(rho):
         return lines, Check(False, f"Spearman rho undefined over {len(pairs)} cells: the best lam does not change "
