@@ -28,7 +28,7 @@ from .plan import (
 )
 from .records import load_records
 from .report import Part, write_report
-from .run import estimate_line, load_data, machine, run_jobs
+from .run import epoch_iterations, estimate_line, machine, run_jobs
 
 DATASETS = ("digits", ENTANGLED, "image-folder")
 STUDIES = ("zoo", "claims", "defaults", "sweep", "regimes", "matched", "lambda")
@@ -146,9 +146,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     report = args.report or (os.path.join(out, "results.md") if settings.quick else DEFAULT_REPORT)
     jobs = plan(settings)
     if args.plan_only:
-        train_set, _ = load_data(settings, settings.cells()[0].entanglement)
         print(f"plan: {settings.describe()}\n{len(settings.cells())} cell(s); "
-              + estimate_line(jobs, settings, args.workers, max(1, len(train_set) // settings.batch_size)))
+              + estimate_line(jobs, settings, args.workers, epoch_iterations(settings)))
         return 0
     os.makedirs(out, exist_ok=True)
     check_settings(out, settings)
@@ -158,8 +157,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         todo = [job for job in jobs if job.key not in done]
         print(f"reproduce: {settings.describe()}\n{len(jobs)} jobs planned, {len(jobs) - len(todo)} already in {out}",
               flush=True)
-        train_set, _ = load_data(settings, settings.cells()[0].entanglement)
-        iterations = max(1, len(train_set) // settings.batch_size)
+        iterations = epoch_iterations(settings)
         started, wall = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.monotonic()
         part.failures = run_jobs(todo, settings, args.device, out, args.workers, args.time_budget, iterations)
         part.runs.append({"command": shlex.join(COMMAND + argv), "commit": commit(), "machine": machine(),

@@ -36,9 +36,13 @@ REGIME_EPS = (8 / PIXEL_LEVELS, 16 / PIXEL_LEVELS)
 ENTANGLEMENT_FACTORS = (0.5, 1.0, 2.0)  # entanglement a = factor x eps
 LAMBDA_SWEEP: Tuple[Union[float, str], ...] = (0.0, 2.0, 5.0, 10.0, 20.0)  # CA-TRIDE's lam; "auto" where it exists
 LAMBDA_DEFENSE = "ca-tride"
-# Cost model: seconds per unit, measured single-threaded on the 2-core development machine (see docs/benchmarks.md).
-SECONDS_PER_TRAIN_UNIT = 0.018  # one iteration-step: a PGD step or the training pass, 112 images of 16x16
+ENTANGLED_SUBCLASSES = 4
+# Cost model, in CPU seconds of one job measured single-threaded on the 2-core development machine (entangled
+# digits at 16x16, 1 epoch of 32 iterations: 1.7e-4 s per image forward or backward pass of PGD, about 6 s for a job
+# without attacks with 8 evaluation steps on one batch). Upper bound: every PGD step taken (early stops cost less).
+SECONDS_PER_TRAIN_UNIT = 0.038  # one iteration-step: a PGD step (forward + backward) or the training pass, 112 images
 SECONDS_PER_EVAL_UNIT = 0.27  # one attacked batch of 112 x one PGD step, all ten attacks
+SECONDS_PER_JOB = 2.7  # data, model and the benign metrics of one job
 PER_TRIPLET_COPIES = 2  # perturb="per_triplet" attacks about twice TRIDE's unique images
 FULL_TEST_IMAGES = 1000  # test images assumed by the cost model when every query is attacked
 
@@ -177,6 +181,8 @@ class StudySettings:
     quick: bool = False
     regime_eps: Tuple[float, ...] = REGIME_EPS
     entanglement_factors: Tuple[float, ...] = ENTANGLEMENT_FACTORS
+    subclasses: int = ENTANGLED_SUBCLASSES  # entangled-digits: sub-classes per digit
+    iterations_per_epoch: Optional[int] = None  # None: the whole training split per epoch
 
     @property
     def entangled(self) -> bool:
@@ -194,8 +200,9 @@ class StudySettings:
         budget = (f"eps {pixels(self.eps)}" if not self.entangled else
                   "eps and entanglement per cell (below)")
         longer = f" (x{self.long_factor} for the long sweep cells)" if "sweep" in self.studies else ""
+        per_epoch = "" if self.iterations_per_epoch is None else f" of {self.iterations_per_epoch} iterations"
         return (f"{self.dataset} {self.image_size}x{self.image_size}, small CNN ({self.embedding_dim}-d, width "
-                f"{self.width}), {self.epochs} epochs{longer}, SPC-2 batches "
+                f"{self.width}), {self.epochs} epochs{longer}{per_epoch}, SPC-2 batches "
                 f"of {self.batch_size} (same-class pairs, SPC2Sampler, for every model), Adam lr {self.lr}, seeds "
                 f"{list(self.seeds)}; training PGD {budget}, alpha = eps x {self.train_alpha_ratio:g} (progressive "
                 f"where the defense uses it), steps = each loss class's default (TrideLoss 16, EST/ACT/HM 32); "
@@ -210,10 +217,12 @@ QUICK = dict(epochs=2, eval_steps=4, max_batches=1, seeds=(0, 1), zoo=("none", "
              quick=True)
 # The entangled study's budget (chosen from the measured per-job cost so the plan fits 2 h on 2 workers).
 REGIME_STUDIES = ("regimes", "matched", "lambda")
-ENTANGLED_SETTINGS = dict(epochs=3, eval_steps=8, max_batches=1, zoo=regime_zoo(), studies=REGIME_STUDIES)
-ENTANGLED_QUICK = dict(epochs=1, eval_steps=2, max_batches=1, seeds=(0,), zoo=("none", "ca-tride"),
-                       studies=REGIME_STUDIES, regime_eps=(16 / PIXEL_LEVELS,), entanglement_factors=(1.0,),
-                       quick=True)
+# 4 short epochs (progressive alpha: no attack in the first, alpha x 1/4, 2/4, 3/4 after), 9 iterations each.
+ENTANGLED_SETTINGS = dict(epochs=4, iterations_per_epoch=9, eval_steps=8, max_batches=1, zoo=regime_zoo(),
+                          studies=REGIME_STUDIES)
+ENTANGLED_QUICK = dict(epochs=2, iterations_per_epoch=3, eval_steps=2, max_batches=1, seeds=(0,),
+                       zoo=("none", "ca-tride"), studies=REGIME_STUDIES, regime_eps=(16 / PIXEL_LEVELS,),
+                       entanglement_factors=(1.0,), quick=True)
 
 
 @dataclass(frozen=True)
@@ -282,4 +291,5 @@ def estimated_seconds(job: Job, settings: StudySettings, iterations_per_epoch: i
     copies = PER_TRIPLET_COPIES if dict(job.model.loss_overrides).get("perturb") == "per_triplet" else 1
     train_units = job.epochs * iterations_per_epoch * (1 + job.model.steps() * copies)
     batches = settings.max_batches or math.ceil(FULL_TEST_IMAGES / settings.batch_size)
-    return train_units * SECONDS_PER_TRAIN_UNIT + batches * settings.eval_steps * SECONDS_PER_EVAL_UNIT
+    return (train_units * SECONDS_PER_TRAIN_UNIT + batches * settings.eval_steps * SECONDS_PER_EVAL_UNIT
+            + SECONDS_PER_JOB)

@@ -23,7 +23,7 @@ from .plan import (
 from .plots import plot_diagnostics, plot_pareto
 from .records import DEGRADED_POINTS, Results, ars_of, collapsed, ers_of, pgd_images, r1
 from .report import RULES, Part, diagnostics_table, runs_lines, shown_path, verdict_lines
-from .run import load_data
+from .run import epoch_iterations, load_data
 from .verdicts import MIN_INFORMATIVE_CELLS, pareto_front, table5_relation
 
 NOT_RUN = "not run yet"
@@ -46,7 +46,7 @@ def cell_slug(cell: Cell) -> str:
 def plan_lines(part: Part) -> List[str]:
     settings = part.settings
     train_set, _ = load_data(settings, settings.cells()[0].entanglement)
-    iterations = max(1, len(train_set) // settings.batch_size)
+    iterations = epoch_iterations(settings)
     core_seconds = sum(estimated_seconds(job, settings, iterations) for job in part.jobs)
     models = {spec.canonical().slug for spec, _ in regime_models(settings)}
     grid = ", ".join(f"a = {factor:g} x eps" for factor in settings.entanglement_factors)

@@ -37,9 +37,17 @@ HISTORY_DIGITS = 6
 
 def load_data(settings: StudySettings, entanglement: Optional[float] = None):
     """The train and test splits; the entangled data set takes the cell's entanglement."""
-    extra = {} if entanglement is None else {"entanglement": entanglement}
+    extra = {} if entanglement is None else {"entanglement": entanglement, "subclasses": settings.subclasses}
     return tuple(build_dataset(settings.dataset, root=settings.data_root, split=split, image_size=settings.image_size,
                                **extra) for split in ("train", "test"))
+
+
+def epoch_iterations(settings: StudySettings) -> int:
+    """Training iterations per epoch: the setting, else the training split in batches."""
+    if settings.iterations_per_epoch is not None:
+        return settings.iterations_per_epoch
+    train_set, _ = load_data(settings, settings.cells()[0].entanglement)
+    return max(1, len(train_set) // settings.batch_size)
 
 
 def machine() -> Dict[str, Any]:
@@ -69,6 +77,7 @@ def run_job(job: Job, settings: StudySettings, device: str, out: str) -> Dict[st
             device=torch.device(device), loss_overrides=dict(job.model.loss_overrides) or None,
             miner_overrides=dict(job.model.miner_overrides) or None,
             sampler=SPC2Sampler(torch.as_tensor(train_set.labels), seed=job.seed),
+            iterations_per_epoch=settings.iterations_per_epoch,
         )
     evaluator = RobustnessEvaluator(eps=job.eps, alpha=job.eps * settings.eval_alpha_ratio, steps=settings.eval_steps,
                                     seed=job.seed, device=device, progress=False, max_batches=settings.max_batches)

@@ -77,11 +77,11 @@ def test_quick_entangled_study(tmp_path):
                        str(report), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     keys = sorted(path.stem for path in out.glob("*.json") if not path.name.startswith("_"))
-    assert keys == sorted(["none__eps16__a16__ep1__seed0", "ca-tride__eps16__a16__ep1__seed0",
-                           "ca-tride+steps=32__eps16__a16__ep1__seed0"]
-                          + [f"ca-tride+lam={lam}__eps16__a16__ep1__seed0" for lam in (0.0, 2.0, 5.0, 20.0)])
-    record = json.loads((out / "ca-tride+steps=32__eps16__a16__ep1__seed0.json").read_text())
-    assert record["entanglement"] == pytest.approx(16 / 255) and max(r["pgd_steps"] for r in record["history"]) > 16
+    assert keys == sorted(["none__eps16__a16__ep2__seed0", "ca-tride__eps16__a16__ep2__seed0",
+                           "ca-tride+steps=32__eps16__a16__ep2__seed0"]
+                          + [f"ca-tride+lam={lam}__eps16__a16__ep2__seed0" for lam in (0.0, 2.0, 5.0, 20.0)])
+    record = json.loads((out / "ca-tride+steps=32__eps16__a16__ep2__seed0.json").read_text())
+    assert record["entanglement"] == pytest.approx(16 / 255) and record["model"]["loss_overrides"] == [["steps", 32]]
     text = report.read_text()
     for expected in ("## Entangled digits: plan and rules", "## Entangled digits: eps 16/255, a = 16/255",
                      "Pareto front (ERS vs PGD image passes):", "pareto_eps16_a16.png", "### Verdicts",
@@ -114,7 +114,7 @@ def test_a_new_defense_joins_both_plans_without_touching_the_study(monkeypatch):
     settings = StudySettings(**{**plan_module.ENTANGLED_SETTINGS, "zoo": plan_module.regime_zoo()},
                              dataset="entangled-digits", seeds=(0,))
     keys = {job.key for job in plan(settings)}
-    assert {"my-defense__eps8__a4__ep3__seed0", "my-defense+steps=32__eps16__a32__ep3__seed0"} <= keys
+    assert {"my-defense__eps8__a4__ep4__seed0", "my-defense+steps=32__eps16__a32__ep4__seed0"} <= keys
     assert plan_module.display_name("my-defense") == "my-defense"
 
 
@@ -129,8 +129,8 @@ def test_regime_plan_grid_matched_steps_and_lambda_sweep():
     assert len(keys) == len(set(keys))
     # per cell and seed: the zoo, every defense but NT at the other default steps, the lambda sweep minus its default
     assert len(keys) == 18 * (len(zoo) + (len(zoo) - 1) + len(plan_module.LAMBDA_SWEEP) - 1)
-    assert "hm+steps=16__eps8__a8__ep3__seed2" in keys and "ca-tride+steps=32__eps16__a8__ep3__seed0" in keys
-    assert "ca-tride+lam=20.0__eps8__a16__ep3__seed1" in keys and "ca-tride+lam=10.0__eps8__a16__ep3__seed1" not in keys
+    assert "hm+steps=16__eps8__a8__ep4__seed2" in keys and "ca-tride+steps=32__eps16__a8__ep4__seed0" in keys
+    assert "ca-tride+lam=20.0__eps8__a16__ep4__seed1" in keys and "ca-tride+lam=10.0__eps8__a16__ep4__seed1" not in keys
 
 
 def test_plan_deduplicates_shared_jobs():
