@@ -17,6 +17,7 @@ from pml_tride.datasets import DEFAULT_IMAGE_SIZES
 from pml_tride.recipes import DEFENSES
 
 from .plan import (
+    COMMAND,
     ENTANGLED,
     ENTANGLED_QUICK,
     ENTANGLED_SETTINGS,
@@ -34,7 +35,6 @@ DATASETS = ("digits", ENTANGLED, "image-folder")
 STUDIES = ("zoo", "claims", "defaults", "sweep", "regimes", "matched", "lambda")
 RESULTS = os.path.join("benchmarks", "results")
 DEFAULT_REPORT = os.path.join("docs", "results.md")
-COMMAND = ["python", "-m", "benchmarks.reproduce"]
 DESCRIPTION = ("The paper's study in one command: the defense zoo trained alike, attacked with all ten attacks, and "
                "judged; and the entangled study over a grid of eps x entanglement.")
 
@@ -160,7 +160,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         iterations = epoch_iterations(settings)
         started, wall = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.monotonic()
         part.failures = run_jobs(todo, settings, args.device, out, args.workers, args.time_budget, iterations)
-        part.runs.append({"command": shlex.join(COMMAND + argv), "commit": commit(), "machine": machine(),
+        part.runs.append({"command": shlex.join(list(COMMAND) + argv), "commit": commit(), "machine": machine(),
                           "device": args.device, "workers": args.workers, "started": started, "jobs_run": len(todo),
                           "wall_seconds": time.monotonic() - wall})
         with open(os.path.join(out, "_runs.json"), "w") as handle:

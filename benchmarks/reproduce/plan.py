@@ -19,6 +19,7 @@ from pml_tride.recipes import DEFENSES, DefenseSpec
 PIXEL_LEVELS = 255
 PAPER_EPS = 8 / PIXEL_LEVELS
 ENTANGLED = "entangled-digits"
+COMMAND = ("python", "-m", "benchmarks.reproduce")
 # Display names of the defenses; a defense without one is shown by its name in DEFENSES.
 DISPLAY_NAMES = {
     "none": "NT", "naive-at": "naive AT", "naive-cap": "naive CAP", "naive-anp": "naive ANP",
@@ -260,7 +261,10 @@ def regime_models(settings: StudySettings) -> List[Tuple[ModelSpec, int]]:
         models += [(variant, 1) for name in settings.zoo for variant in steps_variants(name)]
     if "lambda" in settings.studies:
         models += [(variant, 2) for variant in lambda_variants()]
-    return models
+    unique: Dict[str, Tuple[ModelSpec, int]] = {}
+    for spec, priority in models:  # the lambda sweep's default lam is the zoo's model
+        unique.setdefault(spec.canonical().slug, (spec, priority))
+    return list(unique.values())
 
 
 def plan(settings: StudySettings) -> List[Job]:

@@ -98,6 +98,19 @@ def test_time_budget_leaves_jobs_missing(tmp_path):
         report.read_text()
 
 
+def test_quick_study_on_an_image_folder(image_folder_tree, tmp_path):
+    root = image_folder_tree(tmp_path / "pets", images_per_class=3)
+    report = tmp_path / "results.md"
+    result = run_study("--quick", "--dataset", "image-folder", "--data-root", str(root), "--image-size", "8",
+                       "--models", "none", "--seeds", "0", "--out", str(tmp_path / "json"), "--report", str(report),
+                       cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((tmp_path / "json" / "none__eps8__ep2__seed0.json").read_text())  # 8/255 off digits
+    assert record["settings"]["dataset"] == "image-folder" and record["settings"]["image_size"] == 8
+    assert record["chance_r1"] == pytest.approx(100 * 2 * (4 * 3) / (8 * 7))  # dog and emu: 4 images each
+    assert "image-folder 8x8" in report.read_text()
+
+
 def test_plan_only_prints_jobs_and_time(tmp_path):
     result = run_study("--dataset", "entangled-digits", "--workers", "2", "--plan-only", cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
