@@ -1,5 +1,6 @@
 """pml-tride: collapse-aware adversarial training (CA-TRIDE, ICML 2024) for pytorch-metric-learning."""
 
+from .adaptive_lambda import AdaptiveLambda
 from .collapseness import (
     collapseness,
     embedding_shift,
@@ -19,6 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ACTLoss",
+    "AdaptiveLambda",
     "AdversarialTripletLoss",
     "CollapsenessReducer",
     "ESTLoss",

@@ -9,7 +9,7 @@ import os
 import sys
 import warnings
 from fractions import Fraction
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Union
 
 import torch
 
@@ -26,6 +26,8 @@ QUICK_EVAL_QUERIES = 224
 ROBRANK_COMPAT_HELP = ("reproduce robrank's attack quirks: GTM's target index, LTM keeping the query's own entry among "
                        "its positives, ES:D measured one step stale, and CA+/QA+/TMA targets that can be the attacked "
                        "image itself")
+# The build_dataset options the command line takes (for entangled-digits).
+DATASET_FLAGS = ("entanglement", "subclasses")
 
 
 def pixel_value(text: str) -> float:
@@ -34,6 +36,36 @@ def pixel_value(text: str) -> float:
         return float(Fraction(text))
     except (ValueError, ZeroDivisionError) as error:
         raise argparse.ArgumentTypeError(f"expected a number or a fraction like 8/255, got {text!r}") from error
+
+
+def lam_value(text: str) -> Union[float, str]:
+    """--lam: a number, or 'auto'."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from error
+
+
+def add_dataset_option_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--entanglement", type=pixel_value, default=None,
+                        help="entangled-digits: the sub-class pattern's L-inf amplitude, e.g. 16/255 (default 16/255)")
+    parser.add_argument("--subclasses", type=int, default=None,
+                        help="entangled-digits: sub-classes per digit (default 4)")
+
+
+def dataset_options(args: argparse.Namespace, recorded: Optional[dict] = None) -> Dict[str, object]:
+    """The given --entanglement/--subclasses as build_dataset options, over those ``recorded`` with a model trained
+    on the same data set; an error if given for a data set that takes none."""
+    from .datasets import DATASET_OPTIONS
+
+    given = {name: getattr(args, name) for name in DATASET_FLAGS if getattr(args, name) is not None}
+    if given and not set(given) <= set(DATASET_OPTIONS.get(args.dataset, ())):
+        flags = ", ".join("--" + name for name in given)
+        raise ValueError(f"{flags} only apply to --dataset entangled-digits, not {args.dataset}")
+    recorded = recorded if recorded and recorded.get("dataset") == args.dataset else {}
+    return {**{name: recorded[name] for name in DATASET_FLAGS if name in recorded}, **given}
 
 
 def _device(name: Optional[str]) -> torch.device:
@@ -100,6 +132,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="resnet18 initialisation: 'imagenet' (download), a local file, or 'none'")
     parser.add_argument("--embedding-dim", type=int, default=None, help="default: 64 (small_cnn), 512 (resnet18)")
     parser.add_argument("--image-size", type=int, default=None, help="default: 16 for digits, 224 otherwise")
+    add_dataset_option_arguments(parser)
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=112)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -109,7 +142,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=pixel_value, default=1 / 255)
     parser.add_argument("--steps", type=int, default=None,
                         help="PGD steps (default: the defense's own, 16 for CA-TRIDE, 32 for est/act/hm)")
-    parser.add_argument("--lam", type=float, default=None, help="lambda of CA-TRIDE's collapseness (default 10)")
+    parser.add_argument("--lam", type=lam_value, default=None, help="lambda of CA-TRIDE's collapseness (default 10), "
+                        "or 'auto': set from the entanglement of the training batches")
     parser.add_argument("--max-iters", type=int, default=None, help="iterations per epoch (default: one pass)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None)
@@ -170,7 +204,8 @@ def _monitoring_hook(args: argparse.Namespace):
 
     if args.eval_every < 0:
         raise ValueError(f"--eval-every must be >= 0, got {args.eval_every}")
-    test_set = build_dataset(args.dataset, root=args.data_root, split="test", image_size=args.image_size)
+    test_set = build_dataset(args.dataset, root=args.data_root, split="test", image_size=args.image_size,
+                             **dataset_options(args))
     tester = RobustnessTester.monitoring(queries=args.eval_queries, steps=args.eval_steps,
                                          attacks=_attack_names(args.eval_attacks), eps=args.eps, seed=args.seed,
                                          select=args.eval_select)
@@ -180,7 +215,7 @@ def _monitoring_hook(args: argparse.Namespace):
 
 
 def run_train_command(args: argparse.Namespace) -> int:
-    from .datasets import build_dataset
+    from .datasets import BUILT_IN_DATASETS, build_dataset
     from .distributed import get_rank, get_world_size, init_from_environment, is_distributed
     from .models import build_model, save_model
     from .recipes import train_embedder
@@ -199,8 +234,9 @@ def run_train_command(args: argparse.Namespace) -> int:
     if resume is not None and get_rank() == 0:
         print(f"resuming from {resume}", flush=True)
     torch.manual_seed(args.seed)  # the initial weights, as everything else, follow --seed
-    dataset = build_dataset(args.dataset, root=args.data_root, split="train", image_size=args.image_size)
-    model_name = args.model or ("small_cnn" if args.dataset == "digits" else "resnet18")
+    options = dataset_options(args)
+    dataset = build_dataset(args.dataset, root=args.data_root, split="train", image_size=args.image_size, **options)
+    model_name = args.model or ("small_cnn" if args.dataset in BUILT_IN_DATASETS else "resnet18")
     kwargs = {"embedding_dim": args.embedding_dim or (64 if model_name == "small_cnn" else 512)}
     channels = dataset[0][0].shape[0]
     if model_name == "resnet18":
@@ -228,7 +264,9 @@ def run_train_command(args: argparse.Namespace) -> int:
               f"{args.eval_select}: {tester.best_epoch} ({os.path.join(args.out, 'best.pt')})")
     path = os.path.join(args.out, "model.pt")
     if get_rank() == 0:
-        save_model(model, path, defense=args.defense, data={"dataset": args.dataset, "image_size": dataset.image_size})
+        recorded = {name: getattr(dataset, name) for name in DATASET_FLAGS if hasattr(dataset, name)}
+        save_model(model, path, defense=args.defense, data={"dataset": args.dataset, "image_size": dataset.image_size,
+                                                            **recorded})
         print(f"trained {args.defense} on {args.dataset} in {seconds:.0f} s ({get_world_size()} process(es), "
               f"{args.batch_size} images each per step); model: {path}; "
               f"evaluate with: pml-tride evaluate --checkpoint {path} --dataset {args.dataset}")
@@ -249,6 +287,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root")
     parser.add_argument("--image-size", type=int, default=None,
                         help="default: the size recorded in the checkpoint, else 16 for digits, 224 otherwise")
+    add_dataset_option_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=112)
     parser.add_argument("--eps", type=pixel_value, default=8 / 255)
     parser.add_argument("--alpha", type=pixel_value, default=3 / 255)
@@ -281,7 +320,8 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
         logger.warning("--image-size %s, but the model was trained on %sx%s images", args.image_size, trained_size,
                        trained_size)
     image_size = args.image_size if args.image_size is not None else trained_size
-    dataset = build_dataset(args.dataset, root=args.data_root, split="test", image_size=image_size)
+    options = dataset_options(args, recorded=getattr(model, "data_info", None))
+    dataset = build_dataset(args.dataset, root=args.data_root, split="test", image_size=image_size, **options)
     evaluator = RobustnessEvaluator(eps=args.eps, alpha=args.alpha, steps=args.steps,
                                     attacks=_attack_names(args.attacks), batch_size=args.batch_size, seed=args.seed,
                                     robrank_compat=args.robrank_compat, device=device, max_batches=args.max_batches,
@@ -292,7 +332,8 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
         torch.distributed.destroy_process_group()
     if rank != 0:  # every rank holds the whole report; rank 0 writes it
         return 0
-    report.settings.update({"checkpoint": args.checkpoint, "dataset": args.dataset, "image_size": dataset.image_size})
+    report.settings.update({"checkpoint": args.checkpoint, "dataset": args.dataset, "image_size": dataset.image_size,
+                            **options})
     markdown = report.to_markdown(title=os.path.basename(args.checkpoint))
     print(markdown)
     report.to_json(args.out)

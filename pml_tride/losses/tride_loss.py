@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
+from ..adaptive_lambda import AdaptiveLambda, resolve_lam
 from ..pgd import PGDResult
 from ..reducers import CollapsenessReducer
 from ..schedules import PhaseCycle
@@ -44,7 +45,9 @@ class TrideLoss(AdversarialTripletLoss):
         model: maps images in ``input_range`` to embeddings; held by reference (see the base class).
         margin: triplet margin beta_T (Eq. 1).
         eps, alpha, steps: PGD radius, step size and maximum number of steps (Section 4.1: 8/255, 1/255, 16).
-        lam: attention factor lambda of collapseness (Eq. 7); ignored when ``collapseness_reducer`` is given.
+        lam: attention factor lambda of collapseness (Eq. 7), a number >= 0, or "auto" (or an
+            :class:`~pml_tride.adaptive_lambda.AdaptiveLambda`): set from the entanglement of the clean batches
+            (needs labels); a number is ignored when ``collapseness_reducer`` is given, "auto" sets its lambda.
         phase: "tride" (CAP, ANP, CAP, ...), or a fixed "cap" or "anp" (Table 3).
         awareness: "collapse" (C, Eq. 8), "hardness" (H of Eq. 2 with the same clipping), or "none" (a naive
             adversary maximising H for all steps, no clipping and no early stop).
@@ -74,7 +77,7 @@ class TrideLoss(AdversarialTripletLoss):
         eps: float = 8 / 255,
         alpha: float = 1 / 255,
         steps: int = 16,
-        lam: float = 10.0,
+        lam: Union[float, str, AdaptiveLambda] = 10.0,
         phase: str = "tride",
         awareness: str = "collapse",
         top_rank: bool = True,
@@ -110,6 +113,7 @@ class TrideLoss(AdversarialTripletLoss):
                 f"collapseness_reducer must be a CollapsenessReducer, got {type(collapseness_reducer).__name__}"
             )
         self.with_top_rank_loss = top_rank and gamma > 0
+        initial_lam, adaptive_lambda = resolve_lam(lam)
         super().__init__(
             model,
             margin=margin,
@@ -123,18 +127,26 @@ class TrideLoss(AdversarialTripletLoss):
         )
         self.phase_cycle = PhaseCycle(phase)
         if collapseness_reducer is None:
-            collapseness_reducer = CollapsenessReducer(lam=lam, weighting=variant)
+            collapseness_reducer = CollapsenessReducer(lam=initial_lam, weighting=variant)
         self.collapseness_reducer = collapseness_reducer
+        self.adaptive_lambda = adaptive_lambda
         self.awareness, self.top_rank, self.gamma, self.beta_tr = awareness, top_rank, gamma, beta_tr
         self.variant, self.orientation = variant, orientation
         self.stop_tolerance = REFERENCE_STOP_TOLERANCE if variant == "reference" else 0.0
         self.last_phase: Optional[str] = None
         self.add_to_recordable_attributes(list_of_names=["gamma", "beta_tr"], is_stat=False)
-        self.register_stats(["collapseness_clean", "collapseness_adv", "assist_steps"])
+        self.register_stats(["collapseness_clean", "collapseness_adv", "assist_steps", "current_lam"])
 
     @property
     def lam(self) -> float:
         return self.collapseness_reducer.lam
+
+    def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels) -> Dict[str, Dict[str, Any]]:
+        if self.adaptive_lambda is not None:
+            self.collapseness_reducer.lam = self.adaptive_lambda.update(embeddings, labels, self.distance)
+        if self.collect_stats:
+            self.current_lam = self.lam
+        return super().compute_loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
 
     def _sub_loss_names(self):
         return ["loss", "top_rank_loss"] if self.with_top_rank_loss else ["loss"]
