@@ -79,7 +79,7 @@ def test_quick_entangled_study(tmp_path):
     keys = sorted(path.stem for path in out.glob("*.json") if not path.name.startswith("_"))
     assert keys == sorted(["none__eps16__a16__ep2__seed0", "ca-tride__eps16__a16__ep2__seed0",
                            "ca-tride+steps=32__eps16__a16__ep2__seed0"]
-                          + [f"ca-tride+lam={lam}__eps16__a16__ep2__seed0" for lam in (0.0, 2.0, 5.0, 20.0)])
+                          + [f"ca-tride+lam={lam}__eps16__a16__ep2__seed0" for lam in (0.0, 2.0, 5.0, 20.0, "auto")])
     record = json.loads((out / "ca-tride+steps=32__eps16__a16__ep2__seed0.json").read_text())
     assert record["entanglement"] == pytest.approx(16 / 255) and record["model"]["loss_overrides"] == [["steps", 32]]
     text = report.read_text()
