@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from .plan import (
 )
 from .records import (
     Results,
+    Summary,
     ars_of,
     collapsed,
     ers_of,
@@ -46,7 +47,7 @@ class Check:
     inconclusive: bool = False  # a difference within the noise: evidence neither way
 
 
-def greater(name_a: str, a, name_b: str, b, what: str) -> Check:
+def greater(name_a: str, a: Summary, name_b: str, b: Summary, what: str) -> Check:
     if a.n == 0 or b.n == 0:
         return Check(None, f"{what}: {name_a} or {name_b} missing")
     noise = math.sqrt(a.std ** 2 + b.std ** 2)
@@ -116,7 +117,8 @@ def collapse_claims(results: Results) -> List[Tuple[str, List[Check]]]:
     return claims
 
 
-def ordering(results: Results, pairs: Sequence[Tuple[str, str]], metrics) -> List[Check]:
+def ordering(results: Results, pairs: Sequence[Tuple[str, str]],
+             metrics: Sequence[Tuple[str, Callable[[dict], Optional[float]]]]) -> List[Check]:
     return [greater(zoo_spec(a).label, results.metric(zoo_spec(a), getter), zoo_spec(b).label,
                     results.metric(zoo_spec(b), getter), name) for name, getter in metrics for a, b in pairs]
 
