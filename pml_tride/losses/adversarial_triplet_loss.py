@@ -15,10 +15,13 @@ forward), and an attack whose images cannot fit at all is refused before the eng
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import warnings
 import weakref
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Callable, ClassVar, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.utils.checkpoint
@@ -32,8 +35,11 @@ from .. import pgd
 from ..collapseness import mean_pairwise_distance, separability
 from ..pgd import PGDResult, check_input_range, frozen_model, projected_gradient_descent
 from ..schedules import check_epoch, progressive_alpha
+from ..validation import check_choice, check_instance, check_number
+from .triplet_diagnostics import diagnostic_stat_names, record_triplet_diagnostics
 
-__all__ = ["AdversarialTripletLoss", "PerturbationSet", "PERTURB_MODES"]
+__all__ = ["AdversarialTripletLoss", "AttackedBatch", "PerturbationSet", "PERTURB_MODES", "SHARED_DEFAULTS",
+           "BASE_STAT_NAMES"]
 
 PERTURB_MODES = ("unique", "per_triplet")
 # Without attack_batch_size, a pass holds at most this many of the caller's batches: a per-triplet copy set of a
@@ -41,6 +47,38 @@ PERTURB_MODES = ("unique", "per_triplet")
 DEFAULT_CHUNK_BATCHES = 4
 
 Triplets = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+Objective = Callable[[torch.Tensor], torch.Tensor]
+
+# The arguments every defense shares, with the base class's defaults; a subclass changes a default in its
+# ``default_overrides`` and declares only its own arguments.
+SHARED_DEFAULTS: Mapping[str, Any] = MappingProxyType({
+    "margin": 0.2,
+    "eps": 8 / 255,
+    "alpha": 1 / 255,
+    "steps": 16,
+    "progressive_alpha": True,
+    "perturb": "unique",
+    "input_range": (0.0, 1.0),
+    "triplets_per_anchor": "all",
+    "attack_batch_size": None,
+})
+# The statistics every defense records (when ``collect_stats``).
+BASE_STAT_NAMES = ("pgd_steps", "num_perturbed", "max_perturbation", "embedding_shift", "separability",
+                   "mean_distance", "pgd_forward_images", "pgd_backward_images")
+
+
+def _pml_loss_arguments() -> Tuple[str, ...]:
+    """The keyword arguments PML's loss base classes take (``distance``, ``reducer``, ``collect_stats``, ...)."""
+    names = []
+    for klass in BaseMetricLossFunction.__mro__:
+        if klass in (nn.Module, object) or "__init__" not in vars(klass):
+            continue
+        names += [parameter.name for parameter in inspect.signature(klass.__init__).parameters.values()
+                  if parameter.name != "self" and parameter.kind is not parameter.VAR_KEYWORD]
+    return tuple(names)
+
+
+PML_LOSS_ARGUMENTS = _pml_loss_arguments()
 
 
 class ModelReference:
@@ -75,58 +113,90 @@ class PerturbationSet:
         return len(self.source_rows)
 
 
+@dataclass
+class AttackedBatch:
+    """One call's attack: the caller's ``embeddings`` and ``inputs``, the ``triplets`` trained on, the
+    ``perturbation`` set, the engine's ``result`` and the training embeddings ``adversarial`` of its images."""
+
+    embeddings: torch.Tensor
+    inputs: torch.Tensor
+    triplets: Triplets
+    perturbation: PerturbationSet
+    result: PGDResult
+    adversarial: torch.Tensor
+
+
 class AdversarialTripletLoss(BaseMetricLossFunction):
     """Adversarial training on mined triplets, as a PML loss.
+
+    The defense contract: a subclass declares only its own arguments and passes the shared ones below through
+    ``**kwargs`` (as PML's ``TripletMarginLoss`` passes ``distance`` and ``reducer``); a default of its own for a
+    shared argument goes in its ``default_overrides`` mapping (see :meth:`shared_defaults`). It implements
+    :meth:`compute_adversarial_loss` with :meth:`attacked_batch` (the attack, or the clean images when no step can move
+    them) and :meth:`adversarial_loss_dict` (the loss dict and the statistics), and names the roles whose
+    embedding shift the baseline diagnostics record in ``diagnosed_roles`` (or records its own statistics in
+    :meth:`record_defense_stats`). What a loss records is :attr:`stat_names`.
 
     Args:
         model: the ``nn.Module`` that maps images in ``input_range`` to embeddings. It is held by reference,
             not registered as a submodule (not saved in ``state_dict()``, not moved by ``.to()``).
-        margin: triplet margin beta_T (Eq. 1).
-        eps, alpha, steps: L-inf PGD radius, step size and number of steps (pixel units).
+
+    Shared arguments (keywords; the defaults here are :data:`SHARED_DEFAULTS`):
+        margin: triplet margin beta_T (Eq. 1). Default 0.2.
+        eps, alpha, steps: L-inf PGD radius, step size and number of steps (pixel units). Defaults 8/255, 1/255, 16.
         progressive_alpha: multiply alpha by epoch / total_epochs (Appendix C); needs :meth:`set_epoch`.
-        perturb: "unique" images per role, or "per_triplet" copies (reference semantics).
-        input_range: the valid pixel range of the inputs.
+            Default True.
+        perturb: "unique" images per role, or "per_triplet" copies (reference semantics). Default "unique".
+        input_range: the valid pixel range of the inputs. Default (0.0, 1.0).
         triplets_per_anchor: used when the loss builds triplets itself (no indices_tuple or pairs), as in
-            PML's ``TripletMarginLoss``.
+            PML's ``TripletMarginLoss``. Default "all".
         attack_batch_size: most images pushed through the model at once by the attack, the clean embeddings it
-            needs and the training forward of the adversarial images (None: ``DEFAULT_CHUNK_BATCHES`` times the
-            size of the caller's batch, so the per-triplet copies of a mined batch, e.g. HM's 3 x 56 for 112
-            images, run in one pass, and only dense miners' tens of thousands of copies are chunked).
+            needs and the training forward of the adversarial images (None, the default: ``DEFAULT_CHUNK_BATCHES``
+            times the size of the caller's batch, so the per-triplet copies of a mined batch, e.g. HM's 3 x 56 for
+            112 images, run in one pass, and only dense miners' tens of thousands of copies are chunked).
             The attack's result does not depend on it; see :meth:`training_embeddings` for BatchNorm.
-        **kwargs: PML loss arguments (``distance``, ``reducer``, ``collect_stats``, ``embedding_regularizer``).
+        distance, reducer, collect_stats, embedding_regularizer, embedding_reg_weight: PML's loss arguments.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        margin: float = 0.2,
-        eps: float = 8 / 255,
-        alpha: float = 1 / 255,
-        steps: int = 16,
-        progressive_alpha: bool = True,
-        perturb: str = "unique",
-        input_range: Tuple[float, float] = (0.0, 1.0),
-        triplets_per_anchor: Union[str, int] = "all",
-        attack_batch_size: Optional[int] = None,
-        **kwargs: Any,
-    ) -> None:
+    # Defaults of shared arguments that differ from SHARED_DEFAULTS for this defense.
+    default_overrides: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+    # Roles (of "anchor", "positive", "negative") whose embedding shift the baseline diagnostics record; None: the
+    # defense records no baseline diagnostics.
+    diagnosed_roles: ClassVar[Optional[Tuple[str, ...]]] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        unknown = sorted(set(cls.default_overrides) - set(SHARED_DEFAULTS))
+        if unknown:
+            raise TypeError(f"{cls.__name__}.default_overrides names {unknown}, which are not shared arguments "
+                            f"{tuple(SHARED_DEFAULTS)}")
+
+    @classmethod
+    def shared_defaults(cls) -> Dict[str, Any]:
+        """The defaults of the shared arguments for this class: :data:`SHARED_DEFAULTS` with its
+        ``default_overrides``."""
+        return {**SHARED_DEFAULTS, **cls.default_overrides}
+
+    def __init__(self, model: nn.Module, **kwargs: Any) -> None:
+        shared = self.shared_defaults()
+        shared.update({name: kwargs.pop(name) for name in SHARED_DEFAULTS if name in kwargs})
+        unknown = sorted(set(kwargs) - set(PML_LOSS_ARGUMENTS))
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} got unknown keyword arguments {unknown}; shared arguments: "
+                f"{tuple(SHARED_DEFAULTS)}, PML loss arguments: {PML_LOSS_ARGUMENTS}, and the defense's own"
+            )
         super().__init__(**kwargs)
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module mapping images to embeddings, got {type(model).__name__}")
-        self._check_number("margin", margin, minimum=0.0)
-        self._check_number("eps", eps, minimum=0.0)
-        self._check_number("alpha", alpha, minimum=0.0)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
-        if perturb not in PERTURB_MODES:
-            raise ValueError(f"perturb must be one of {PERTURB_MODES}, got {perturb!r}")
+        check_instance("model", model, nn.Module, "a torch.nn.Module mapping images to embeddings")
+        margin, eps, alpha, steps = shared["margin"], shared["eps"], shared["alpha"], shared["steps"]
+        perturb, input_range = shared["perturb"], shared["input_range"]
+        for name in ("margin", "eps", "alpha"):
+            check_number(name, shared[name], minimum=0)
+        check_number("steps", steps, minimum=0, integer=True)
+        check_choice("perturb", perturb, PERTURB_MODES)
         if len(input_range) != 2 or not input_range[0] < input_range[1]:
             raise ValueError(f"input_range must be (low, high) with low < high, got {input_range!r}")
-        if attack_batch_size is not None and (
-            isinstance(attack_batch_size, bool) or not isinstance(attack_batch_size, int) or attack_batch_size < 1
-        ):
-            raise ValueError(f"attack_batch_size must be None or an integer >= 1, got {attack_batch_size!r}")
+        check_number("attack_batch_size", shared["attack_batch_size"], minimum=1, integer=True, optional=True)
         if self.distance.is_inverted:
             raise ValueError(
                 f"{type(self).__name__} needs a distance (smaller = closer), got the similarity "
@@ -134,11 +204,11 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
             )
         self._model_reference = ModelReference(model)
         self.margin, self.eps, self.alpha, self.steps = margin, eps, alpha, steps
-        self.progressive_alpha = progressive_alpha
+        self.progressive_alpha = shared["progressive_alpha"]
         self.perturb = perturb
         self.input_range = tuple(input_range)
-        self.triplets_per_anchor = triplets_per_anchor
-        self.attack_batch_size = attack_batch_size
+        self.triplets_per_anchor = shared["triplets_per_anchor"]
+        self.attack_batch_size = shared["attack_batch_size"]
         self._batch_rows: Optional[int] = None
         self._num_triplets: Optional[int] = None
         self.epoch: Optional[int] = None
@@ -149,33 +219,31 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
         self._explicit_inputs: Optional[torch.Tensor] = None
         self._hook = model.register_forward_hook(self._capture_forward)
         self.add_to_recordable_attributes(list_of_names=["margin", "eps", "alpha", "steps"], is_stat=False)
-        self._stat_names: list = []
-        self.register_stats(
-            ["pgd_steps", "num_perturbed", "max_perturbation", "embedding_shift", "separability", "mean_distance",
-             "pgd_forward_images", "pgd_backward_images"]
-        )
+        self._stat_names: Tuple[str, ...] = ()
+        self.register_stats(BASE_STAT_NAMES)
+        if self.diagnosed_roles is not None:
+            self.register_stats(diagnostic_stat_names(self.diagnosed_roles))
 
     @property
     def model(self) -> nn.Module:
         """The model the loss attacks (held by reference, see :class:`ModelReference`)."""
         return self._model_reference.module
 
-    @staticmethod
-    def _check_number(name: str, value: float, minimum: float) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite number, got {value!r}")
-        if value < minimum:
-            raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    @property
+    def stat_names(self) -> Tuple[str, ...]:
+        """The names of the statistics this loss records (attributes, filled on each call when ``collect_stats``),
+        in registration order: :data:`BASE_STAT_NAMES`, then the defense's own."""
+        return self._stat_names
 
-    def register_stats(self, names: list) -> None:
+    def register_stats(self, names: Sequence[str]) -> None:
         """Declare per-call statistics (PML record-keeping); they are filled only when ``collect_stats``."""
-        self._stat_names = self._stat_names + list(names)
-        self.add_to_recordable_attributes(list_of_names=names, is_stat=True)
+        self._stat_names = self._stat_names + tuple(names)
+        self.add_to_recordable_attributes(list_of_names=list(names), is_stat=True)
 
     def enable_stats(self) -> None:
         """Turn statistics collection on after construction (as ``collect_stats=True`` would have)."""
         self.collect_stats = True
-        self.add_to_recordable_attributes(list_of_names=self._stat_names, is_stat=True)
+        self.add_to_recordable_attributes(list_of_names=list(self._stat_names), is_stat=True)
 
     def record_clean_diagnostics(
         self, embeddings: torch.Tensor, ap_dists: torch.Tensor, an_dists: torch.Tensor
@@ -299,8 +367,83 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
     def compute_adversarial_loss(
         self, embeddings: torch.Tensor, inputs: torch.Tensor, triplets: Triplets
     ) -> Dict[str, Dict[str, Any]]:
-        """Attack, then return the PML loss dict of the adversarial training objective."""
+        """Attack, then return the PML loss dict of the adversarial training objective (the defense's part:
+        typically :meth:`attacked_batch`, then :meth:`adversarial_loss_dict`)."""
         raise NotImplementedError
+
+    def attacked_batch(
+        self,
+        embeddings: torch.Tensor,
+        inputs: torch.Tensor,
+        triplets: Triplets,
+        perturbation: PerturbationSet,
+        build_objective: Callable[[], Objective],
+        stop_condition: Optional[Callable[[torch.Tensor], bool]] = None,
+    ) -> AttackedBatch:
+        """Attack ``perturbation``'s images with the objective ``build_objective()`` (built only when an attack
+        runs) and embed the result for training (:meth:`training_embeddings`). When no step can move the images
+        (:attr:`attack_enabled` is False) the result is the clean images, 0 steps, and no objective is built."""
+        if self.attack_enabled:
+            self.check_attack_memory(len(perturbation), inputs)
+        images = inputs[perturbation.source_rows]
+        if self.attack_enabled:
+            result = self.attack(images, build_objective(), stop_condition)
+        else:
+            result = PGDResult(adversarial=images, steps_taken=0, stopped_early=False, last_loss=None)
+        adversarial = self.training_embeddings(result, perturbation, embeddings)
+        return AttackedBatch(embeddings, inputs, triplets, perturbation, result, adversarial)
+
+    @staticmethod
+    def triplet_entry(losses: torch.Tensor, triplets: Triplets) -> Dict[str, Any]:
+        """A PML sub-loss of one value per triplet (reduced by the loss's reducer)."""
+        return {"losses": losses, "indices": triplets, "reduction_type": "triplet"}
+
+    def adversarial_loss_dict(
+        self,
+        batch: AttackedBatch,
+        adversarial_triplet: Sequence[torch.Tensor],
+        triplet_losses: Optional[torch.Tensor] = None,
+        extra_losses: Optional[Dict[str, Dict[str, Any]]] = None,
+    ) -> Dict[str, Dict[str, Any]]:
+        """The PML loss dict: ``"loss"``, the triplet hinge (Eq. 1) of ``adversarial_triplet`` (the
+        (anchor, positive, negative) embeddings trained on; ``triplet_losses`` when the defense computed it),
+        then ``extra_losses``; records the statistics when ``collect_stats``."""
+        if triplet_losses is None:
+            triplet_losses = self.triplet_losses(*adversarial_triplet)
+        losses = {"loss": self.triplet_entry(triplet_losses, batch.triplets), **(extra_losses or {})}
+        if self.collect_stats:
+            self.record_stats(batch, adversarial_triplet)
+        return losses
+
+    def record_stats(self, batch: AttackedBatch, adversarial_triplet: Sequence[torch.Tensor]) -> None:
+        """Fill :data:`BASE_STAT_NAMES`, the baseline diagnostics of ``diagnosed_roles``, and the defense's own
+        (:meth:`record_defense_stats`)."""
+        embeddings, perturbation, result = batch.embeddings, batch.perturbation, batch.result
+        with torch.no_grad():
+            anchors, positives, negatives = (embeddings[rows] for rows in batch.triplets)
+            clean = (self.pair_distances(anchors, positives), self.pair_distances(anchors, negatives))
+            adversarial = (self.pair_distances(adversarial_triplet[0], adversarial_triplet[1]),
+                           self.pair_distances(adversarial_triplet[0], adversarial_triplet[2]))
+            self.record_clean_diagnostics(embeddings, *clean)
+            self.pgd_steps = result.steps_taken
+            self.num_perturbed = len(perturbation)
+            self.max_perturbation = (
+                result.adversarial - batch.inputs[perturbation.source_rows]
+            ).abs().max().item()
+            self.embedding_shift = self.pair_distances(
+                batch.adversarial, embeddings[perturbation.source_rows]
+            ).mean().item()
+            if self.diagnosed_roles is not None:
+                record_triplet_diagnostics(self, (anchors, positives, negatives), adversarial_triplet, clean,
+                                           adversarial, self.diagnosed_roles)
+            self.record_defense_stats(batch, clean, adversarial)
+
+    def record_defense_stats(
+        self, batch: AttackedBatch, clean: Tuple[torch.Tensor, torch.Tensor],
+        adversarial: Tuple[torch.Tensor, torch.Tensor],
+    ) -> None:
+        """The defense's own statistics (no-grad), given the (d(a, p), d(a, n)) distances of the clean and the
+        adversarial triplets; nothing by default."""
 
     # ----------------------------------------------------------------- DistributedDataParallel
     @property

@@ -26,31 +26,12 @@ from ..losses.adversarial_triplet_loss import AdversarialTripletLoss
 from ..progress import progress_bar
 from .batch_plan import BatchPlan
 
-__all__ = ["TrideTrainer", "TrainingDivergedError", "CHECKPOINT_FORMAT", "TRACKED_STATS", "LATEST_CHECKPOINT"]
+__all__ = ["TrideTrainer", "TrainingDivergedError", "CHECKPOINT_FORMAT", "LATEST_CHECKPOINT"]
 
 CHECKPOINT_FORMAT = 2
 LATEST_CHECKPOINT = "latest.pt"
 # Upper bound of the batch-plan seed drawn from torch's generator when none is given.
 MAX_PLAN_SEED = 2**31 - 1
-TRACKED_STATS = (
-    "collapseness_clean",
-    "collapseness_adv",
-    "separability",
-    "mean_distance",
-    "embedding_shift",
-    "pgd_steps",
-    "num_perturbed",
-    "max_perturbation",
-    "hardness_clean",
-    "hardness_adv",
-    "hardness_destination",
-    "embedding_shift_anchor",
-    "embedding_shift_positive",
-    "embedding_shift_negative",
-    "pgd_forward_images",
-    "pgd_backward_images",
-    "assist_steps",
-)
 
 
 def _rng_state() -> Dict[str, Any]:
@@ -269,9 +250,8 @@ class TrideTrainer(trainers.MetricLossOnly):
     def _record_iteration(self, metric_loss: Any, value: torch.Tensor) -> None:
         row: Dict[str, Any] = {"epoch": self.epoch, "iteration": self.iteration, "loss": float(value.detach())}
         row["phase"] = getattr(metric_loss, "last_phase", None)
-        for name in TRACKED_STATS:
-            if hasattr(metric_loss, name):
-                row[name] = float(getattr(metric_loss, name))
+        for name in getattr(metric_loss, "stat_names", ()):
+            row[name] = float(getattr(metric_loss, name))
         self.history.append(row)
 
     def _end_of_epoch_wrapper(self, user_hook: Callable[[Any], Any]) -> Callable[[Any], Any]:
