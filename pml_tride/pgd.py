@@ -33,6 +33,8 @@ from typing import Callable, Iterator, Optional, Tuple
 import torch
 from torch import nn
 
+from .chunks import chunk_slices
+
 __all__ = [
     "PGDResult",
     "projected_gradient_descent",
@@ -176,11 +178,6 @@ def _validate(
         raise ValueError(f"chunk_size must be None or an integer >= 1, got {chunk_size!r}")
 
 
-def _chunks(rows: int, chunk_size: Optional[int]) -> Iterator[slice]:
-    size = rows if chunk_size is None else chunk_size
-    return (slice(start, min(start + size, rows)) for start in range(0, rows, max(size, 1)))
-
-
 class _PassCounter:
     """Images forwarded and back-propagated through the model by one attack."""
 
@@ -206,7 +203,7 @@ def _loss_and_gradient(
     chunked = chunk_size is not None and rows > chunk_size
     if chunked:
         with torch.no_grad():
-            embeddings = torch.cat([model(adversarial[part]) for part in _chunks(rows, chunk_size)])
+            embeddings = torch.cat([model(adversarial[part]) for part in chunk_slices(rows, chunk_size)])
         embeddings.requires_grad_(True)
         source = embeddings
     else:
@@ -228,7 +225,7 @@ def _loss_and_gradient(
         counter.backward_images += rows
         return loss.detach(), gradient
     input_gradient = torch.empty_like(adversarial)
-    for part in _chunks(rows, chunk_size):
+    for part in chunk_slices(rows, chunk_size):
         piece = adversarial[part].detach().requires_grad_(True)
         (input_gradient[part],) = torch.autograd.grad(model(piece), piece, grad_outputs=gradient[part])
         counter.forward_images += len(piece)

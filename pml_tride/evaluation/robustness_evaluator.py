@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..attacks import ATTACK_NAMES, AttackContext, AttackTrials, BaseRankingAttack, RetrievalPool, build_attacks
+from ..chunks import chunk_slices
 from ..distributed import all_gather_objects, broadcast_object, get_rank, get_world_size, unwrap_model
 from ..pgd import frozen_model
 from ..progress import progress_bar
@@ -45,8 +46,8 @@ def clean_recall_at_1(pool: RetrievalPool, rows: torch.Tensor) -> float:
     blocks of rows with :func:`~pml_tride.evaluation.benign.retrieval_block` (no row sorted)."""
     members = ClassMembers(pool.labels)
     rows = rows.to(pool.embeddings.device)
-    hits = sum(retrieval_block(pool.embeddings, members, rows[start: start + RECALL_BLOCK_ROWS])[0]
-               for start in range(0, len(rows), RECALL_BLOCK_ROWS))
+    hits = sum(retrieval_block(pool.embeddings, members, rows[part])[0]
+               for part in chunk_slices(len(rows), RECALL_BLOCK_ROWS))
     return 100 * float(hits) / len(rows)
 
 
@@ -130,7 +131,7 @@ class RobustnessEvaluator:
 
     def _batch_rows(self, rows: List[int]) -> List[List[int]]:
         """``rows`` (data set rows, in order) cut into batches of ``batch_size``."""
-        return [rows[start:start + self.batch_size] for start in range(0, len(rows), self.batch_size)]
+        return [rows[part] for part in chunk_slices(len(rows), self.batch_size)]
 
     def _own_batches(self, dataset: Dataset, batch_rows: List[List[int]], device: torch.device):
         """This rank's batches ``(index, images, labels)``: every ``world_size``-th batch from its rank."""

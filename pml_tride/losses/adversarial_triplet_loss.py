@@ -1,53 +1,37 @@
-"""Base class of every input-space adversarial triplet defense in pml-tride.
+"""Base class of every input-space adversarial triplet defense in pml-tride: the defense contract.
 
-It owns what all defenses share: holding the model without registering it, capturing the batch inputs through
-a forward hook (so ``loss(embeddings, labels, indices_tuple)`` stays a drop-in PML call), validating inputs,
-building the set of images to perturb, calling the one PGD engine, the training forward of the adversarial
-images, the per-triplet margin loss, the epoch, and the state that a resumed run needs.
-Subclasses implement :meth:`compute_adversarial_loss`.
-
-Memory does not grow with the number of triplets beyond the images themselves: the attack, the clean embeddings
-it needs and the training forward of the adversarial images run in chunks of ``attack_batch_size`` images (by
-default the size of the caller's batch, so no pass holds activations for more images than the caller's own
-forward), and an attack whose images cannot fit at all is refused before the engine allocates its copies.
+It owns what all defenses share: the shared arguments and their defaults, validating inputs, the PML entry
+points, the epoch and the state that a resumed run needs, the per-triplet margin loss, the loss dict and the
+statistics. The images behind the embeddings come from :mod:`.input_capture`, the perturbed set from
+:mod:`.perturbation_set`, and the model passes (the one PGD engine, chunked forwards) from :mod:`.attack_passes`.
+Subclasses implement :meth:`AdversarialTripletLoss.compute_adversarial_loss`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import math
 import warnings
-import weakref
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Callable, ClassVar, Dict, Iterator, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
-import torch.utils.checkpoint
 from pytorch_metric_learning.losses import BaseMetricLossFunction
 from pytorch_metric_learning.reducers import MeanReducer
 from pytorch_metric_learning.utils import common_functions as c_f
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from torch import nn
 
-from .. import pgd
-from ..collapseness import mean_pairwise_distance, separability
-from ..pgd import PGDResult, check_input_range, frozen_model, projected_gradient_descent
+from ..pgd import PGDResult
 from ..schedules import check_epoch, progressive_alpha
 from ..validation import check_choice, check_instance, check_number
-from .triplet_diagnostics import diagnostic_stat_names, record_triplet_diagnostics
+from .attack_passes import DEFAULT_CHUNK_BATCHES, AttackPasses
+from .defense_stats import BASE_STAT_NAMES, DefenseStats
+from .input_capture import InputCapture, ModelReference
+from .perturbation_set import PERTURB_MODES, AttackedBatch, Objective, PerturbationSet, Triplets
+from .triplet_diagnostics import diagnostic_stat_names
 
 __all__ = ["AdversarialTripletLoss", "AttackedBatch", "PerturbationSet", "PERTURB_MODES", "SHARED_DEFAULTS",
-           "BASE_STAT_NAMES"]
-
-PERTURB_MODES = ("unique", "per_triplet")
-# Without attack_batch_size, a pass holds at most this many of the caller's batches: a per-triplet copy set of a
-# mined batch (at most 3 copies per triplet, one triplet per anchor) runs unchunked, dense miners' sets in chunks.
-DEFAULT_CHUNK_BATCHES = 4
-
-Triplets = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-Objective = Callable[[torch.Tensor], torch.Tensor]
+           "BASE_STAT_NAMES", "DEFAULT_CHUNK_BATCHES", "Objective", "Triplets"]
 
 # The arguments every defense shares, with the base class's defaults; a subclass changes a default in its
 # ``default_overrides`` and declares only its own arguments.
@@ -62,9 +46,6 @@ SHARED_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "triplets_per_anchor": "all",
     "attack_batch_size": None,
 })
-# The statistics every defense records (when ``collect_stats``).
-BASE_STAT_NAMES = ("pgd_steps", "num_perturbed", "max_perturbation", "embedding_shift", "separability",
-                   "mean_distance", "pgd_forward_images", "pgd_backward_images")
 
 
 def _pml_loss_arguments() -> Tuple[str, ...]:
@@ -81,52 +62,7 @@ def _pml_loss_arguments() -> Tuple[str, ...]:
 PML_LOSS_ARGUMENTS = _pml_loss_arguments()
 
 
-class ModelReference:
-    """Holds the attacked model by reference: not a submodule (not in ``state_dict()``, not moved by ``.to()``),
-    and not an ``nn.Module`` attribute that record-keeper's recursive walk of ``loss_funcs`` would descend into
-    (it names tables after the model's children, which sqlite rejects)."""
-
-    __slots__ = ("module",)
-
-    def __init__(self, module: nn.Module) -> None:
-        self.module = module
-
-
-class PerturbationSet:
-    """The images one phase perturbs: ``source_rows`` index the batch; ``positions(rows)`` maps batch rows
-    of a triplet role to rows of the perturbed set.
-
-    ``perturb="unique"`` perturbs each distinct image of the role once (one delta shared by every triplet that
-    uses it); ``"per_triplet"`` gives every triplet its own copy (the reference code's semantics).
-    """
-
-    def __init__(self, role_rows: Tuple[torch.Tensor, ...], perturb: str) -> None:
-        stacked = torch.cat(role_rows)
-        if perturb == "unique":
-            self.source_rows, inverse = torch.unique(stacked, return_inverse=True)
-        else:
-            self.source_rows = stacked
-            inverse = torch.arange(len(stacked), device=stacked.device)
-        self.role_positions = torch.split(inverse, [len(rows) for rows in role_rows])
-
-    def __len__(self) -> int:
-        return len(self.source_rows)
-
-
-@dataclass
-class AttackedBatch:
-    """One call's attack: the caller's ``embeddings`` and ``inputs``, the ``triplets`` trained on, the
-    ``perturbation`` set, the engine's ``result`` and the training embeddings ``adversarial`` of its images."""
-
-    embeddings: torch.Tensor
-    inputs: torch.Tensor
-    triplets: Triplets
-    perturbation: PerturbationSet
-    result: PGDResult
-    adversarial: torch.Tensor
-
-
-class AdversarialTripletLoss(BaseMetricLossFunction):
+class AdversarialTripletLoss(DefenseStats, AttackPasses, BaseMetricLossFunction):
     """Adversarial training on mined triplets, as a PML loss.
 
     The defense contract: a subclass declares only its own arguments and passes the shared ones below through
@@ -214,12 +150,8 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
         self.epoch: Optional[int] = None
         self.total_epochs: Optional[int] = None
         self._warned_no_epoch = False
-        self._attacking = False
-        self._captured: Optional[Tuple[torch.Tensor, "weakref.ReferenceType[torch.Tensor]"]] = None
-        self._explicit_inputs: Optional[torch.Tensor] = None
-        self._hook = model.register_forward_hook(self._capture_forward)
+        self._capture = InputCapture(model)
         self.add_to_recordable_attributes(list_of_names=["margin", "eps", "alpha", "steps"], is_stat=False)
-        self._stat_names: Tuple[str, ...] = ()
         self.register_stats(BASE_STAT_NAMES)
         if self.diagnosed_roles is not None:
             self.register_stats(diagnostic_stat_names(self.diagnosed_roles))
@@ -228,31 +160,6 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
     def model(self) -> nn.Module:
         """The model the loss attacks (held by reference, see :class:`ModelReference`)."""
         return self._model_reference.module
-
-    @property
-    def stat_names(self) -> Tuple[str, ...]:
-        """The names of the statistics this loss records (attributes, filled on each call when ``collect_stats``),
-        in registration order: :data:`BASE_STAT_NAMES`, then the defense's own."""
-        return self._stat_names
-
-    def register_stats(self, names: Sequence[str]) -> None:
-        """Declare per-call statistics (PML record-keeping); they are filled only when ``collect_stats``."""
-        self._stat_names = self._stat_names + tuple(names)
-        self.add_to_recordable_attributes(list_of_names=list(names), is_stat=True)
-
-    def enable_stats(self) -> None:
-        """Turn statistics collection on after construction (as ``collect_stats=True`` would have)."""
-        self.collect_stats = True
-        self.add_to_recordable_attributes(list_of_names=list(self._stat_names), is_stat=True)
-
-    def record_clean_diagnostics(
-        self, embeddings: torch.Tensor, ap_dists: torch.Tensor, an_dists: torch.Tensor
-    ) -> None:
-        """Separability and mean pairwise distance of the clean batch (Section 4.3), as stats."""
-        with torch.no_grad():
-            mean_distance = mean_pairwise_distance(embeddings, self.distance)
-            self.mean_distance = mean_distance.item()
-            self.separability = separability(ap_dists, an_dists, mean_distance).item()
 
     def get_default_reducer(self) -> MeanReducer:
         """Mean over all triplets, zero-loss ones included, as the released CA-TRIDE and robrank code."""
@@ -293,35 +200,12 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
         self.epoch, self.total_epochs = state["epoch"], state["total_epochs"]
 
     # ----------------------------------------------------------------- input capture
-    def _capture_forward(self, module: nn.Module, args: Tuple[Any, ...], output: Any) -> None:
-        if self._attacking or not args or not isinstance(args[0], torch.Tensor) or not isinstance(output, torch.Tensor):
-            return
-        self._captured = (args[0].detach(), weakref.ref(output))
-
     def remove_hook(self) -> None:
         """Detach the input-capturing hook from the model (pass ``inputs=`` explicitly afterwards)."""
-        self._hook.remove()
-        self._captured = None
+        self._capture.remove()
 
     def _resolve_inputs(self, embeddings: torch.Tensor) -> torch.Tensor:
-        inputs = self._explicit_inputs
-        if inputs is None:
-            captured_output = self._captured[1]() if self._captured is not None else None
-            if captured_output is not embeddings:
-                raise ValueError(
-                    f"{type(self).__name__} could not find the images behind these embeddings: they are not the "
-                    "output of the model's last forward call (a different batch, a detached or transformed copy, "
-                    "or another model). Pass the images explicitly: "
-                    "loss(embeddings, labels, indices_tuple, inputs=images)"
-                )
-            inputs = self._captured[0]
-        if not isinstance(inputs, torch.Tensor) or inputs.dim() < 2 or inputs.shape[0] != embeddings.shape[0]:
-            shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
-            raise ValueError(
-                f"inputs must be a tensor of images with one row per embedding ({embeddings.shape[0]}), got {shape}"
-            )
-        check_input_range(inputs, self.input_range, name="inputs")
-        return inputs.detach()
+        return self._capture.resolve(embeddings, type(self).__name__, self.input_range)
 
     # ----------------------------------------------------------------- PML entry points
     def forward(
@@ -346,11 +230,11 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
         if not torch.isfinite(embeddings).all():
             raise ValueError("embeddings contain NaN or Inf values")
         c_f.labels_or_indices_tuple_required(labels, indices_tuple)
-        self._explicit_inputs = inputs
+        self._capture.explicit_inputs = inputs
         try:
             return super().forward(embeddings, labels, indices_tuple)
         finally:
-            self._explicit_inputs = None
+            self._capture.explicit_inputs = None
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels) -> Dict[str, Dict[str, Any]]:
         inputs = self._resolve_inputs(embeddings)
@@ -415,60 +299,6 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
             self.record_stats(batch, adversarial_triplet)
         return losses
 
-    def record_stats(self, batch: AttackedBatch, adversarial_triplet: Sequence[torch.Tensor]) -> None:
-        """Fill :data:`BASE_STAT_NAMES`, the baseline diagnostics of ``diagnosed_roles``, and the defense's own
-        (:meth:`record_defense_stats`)."""
-        embeddings, perturbation, result = batch.embeddings, batch.perturbation, batch.result
-        with torch.no_grad():
-            anchors, positives, negatives = (embeddings[rows] for rows in batch.triplets)
-            clean = (self.pair_distances(anchors, positives), self.pair_distances(anchors, negatives))
-            adversarial = (self.pair_distances(adversarial_triplet[0], adversarial_triplet[1]),
-                           self.pair_distances(adversarial_triplet[0], adversarial_triplet[2]))
-            self.record_clean_diagnostics(embeddings, *clean)
-            self.pgd_steps = result.steps_taken
-            self.num_perturbed = len(perturbation)
-            self.max_perturbation = (
-                result.adversarial - batch.inputs[perturbation.source_rows]
-            ).abs().max().item()
-            self.embedding_shift = self.pair_distances(
-                batch.adversarial, embeddings[perturbation.source_rows]
-            ).mean().item()
-            if self.diagnosed_roles is not None:
-                record_triplet_diagnostics(self, (anchors, positives, negatives), adversarial_triplet, clean,
-                                           adversarial, self.diagnosed_roles)
-            self.record_defense_stats(batch, clean, adversarial)
-
-    def record_defense_stats(
-        self, batch: AttackedBatch, clean: Tuple[torch.Tensor, torch.Tensor],
-        adversarial: Tuple[torch.Tensor, torch.Tensor],
-    ) -> None:
-        """The defense's own statistics (no-grad), given the (d(a, p), d(a, n)) distances of the clean and the
-        adversarial triplets; nothing by default."""
-
-    # ----------------------------------------------------------------- DistributedDataParallel
-    @property
-    def _wrapped(self) -> bool:
-        return isinstance(self.model, nn.parallel.DistributedDataParallel)
-
-    @property
-    def attacked_module(self) -> nn.Module:
-        """The module the attack runs on: the model itself, or the module inside a ``DistributedDataParallel``
-        wrapper, so that attack passes make no collective call and leave the gradient reducer untouched. The
-        training forward of the adversarial images goes through the wrapper (gradients synchronised once)."""
-        return self.model.module if self._wrapped else self.model
-
-    def _idle_losses(self, inputs: torch.Tensor) -> Dict[str, Dict[str, Any]]:
-        """Zero losses of a batch without triplets under DDP: the rank still makes the training forward through
-        the wrapper that the other ranks make for their adversarial images (same collective calls on every rank)."""
-        self._attacking = True
-        try:
-            output = self.model(inputs)
-        finally:
-            self._attacking = False
-        losses = self.zero_losses()
-        losses["loss"] = {"losses": (output * 0).sum(), "indices": None, "reduction_type": "already_reduced"}
-        return losses
-
     # ----------------------------------------------------------------- shared machinery for subclasses
     def pair_distances(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
         """Row-wise distances d(first_i, second_i) with the injected PML distance."""
@@ -487,126 +317,3 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
         """Per-triplet hinge max(d(a, p) - d(a, n) + margin, 0) (Eq. 1)."""
         gap = self.pair_distances(anchors, positives) - self.pair_distances(anchors, negatives)
         return torch.relu(gap + self.margin)
-
-    @property
-    def chunk_size(self) -> Optional[int]:
-        """Images per pass in the current call: ``attack_batch_size``, else DEFAULT_CHUNK_BATCHES caller's batches."""
-        if self.attack_batch_size is not None:
-            return self.attack_batch_size
-        return None if self._batch_rows is None else DEFAULT_CHUNK_BATCHES * self._batch_rows
-
-    def _count_passes(self, forward_images: int, backward_images: int) -> None:
-        if self.collect_stats:
-            self.pgd_forward_images += forward_images
-            self.pgd_backward_images += backward_images
-
-    def constant_embeddings(self, images: torch.Tensor) -> torch.Tensor:
-        """Eval-mode embeddings without grad of images that stay clean during an attack (computed once, in
-        chunks; counted in the ``pgd_forward_images`` statistic)."""
-        size = self.chunk_size or max(len(images), 1)
-        self._attacking = True
-        try:
-            with frozen_model(self.attacked_module), torch.no_grad():
-                embeddings = torch.cat(
-                    [self.attacked_module(images[start:start + size]) for start in range(0, len(images), size)]
-                )
-        finally:
-            self._attacking = False
-        self._count_passes(len(images), 0)
-        return embeddings
-
-    def check_attack_memory(self, num_images: int, batch: torch.Tensor) -> None:
-        """Refuse an attack on ``num_images`` images shaped like the rows of ``batch`` whose copies cannot fit in
-        memory, before anything is allocated for it."""
-        needed = pgd.attack_memory_bytes((num_images, *batch.shape[1:]), batch.dtype)
-        available = pgd.available_memory(batch.device)
-        if needed > available:
-            triplets = "" if self._num_triplets is None else f"{self._num_triplets} triplets, "
-            raise MemoryError(
-                f"{type(self).__name__}(perturb={self.perturb!r}) would attack {num_images} images ({triplets}"
-                f"{self.perturb} perturbation): the attack needs about {needed:,} bytes "
-                f"({needed / 2**30:.2f} GiB) for {pgd.ENGINE_IMAGE_COPIES} copies of them but only {available:,} bytes "
-                f"({available / 2**30:.2f} GiB) are available on "
-                f"{batch.device}. Use perturb='unique' (each image once), fewer triplets per anchor, or a sparser "
-                "miner (e.g. TrideMiner instead of a dense TripletMarginMiner)"
-            )
-
-    def attack(
-        self,
-        images: torch.Tensor,
-        objective: Callable[[torch.Tensor], torch.Tensor],
-        stop_condition: Optional[Callable[[torch.Tensor], bool]] = None,
-    ) -> PGDResult:
-        """Run the PGD engine on ``images`` with the current step size, ``chunk_size`` images per pass."""
-        self.check_attack_memory(len(images), images)
-        self._attacking = True
-        try:
-            result = projected_gradient_descent(
-                self.attacked_module,
-                images,
-                objective,
-                eps=self.eps,
-                alpha=self.current_alpha,
-                steps=self.steps,
-                input_range=self.input_range,
-                stop_condition=stop_condition,
-                chunk_size=self.chunk_size,
-            )
-        except FloatingPointError:
-            if not self._wrapped:
-                raise
-            # under DDP the other ranks go on to their training forward and the gradient all-reduce: raising here
-            # alone would hang them. Carry on with NaN images instead; the NaN loss reaches every rank through the
-            # all-reduced gradients, where TrideTrainer's divergence guard stops them all
-            result = PGDResult(adversarial=torch.full_like(images, math.nan), steps_taken=0, stopped_early=False,
-                               last_loss=None)
-        finally:
-            self._attacking = False
-        self._count_passes(result.forward_images, result.backward_images)
-        return result
-
-    @contextlib.contextmanager
-    def _recomputation(self) -> Iterator[None]:
-        """Around a checkpointed chunk's recomputation: no input capture, buffers (BatchNorm running statistics)
-        left as the first forward made them."""
-        buffers = [(buffer, buffer.detach().clone()) for buffer in self.model.buffers()]
-        attacking, self._attacking = self._attacking, True
-        try:
-            yield
-        finally:
-            self._attacking = attacking
-            for buffer, saved in buffers:
-                buffer.data.copy_(saved)
-
-    def _checkpoint_contexts(self) -> Tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
-        return contextlib.nullcontext(), self._recomputation()
-
-    def training_embeddings(
-        self, result: PGDResult, perturbation: PerturbationSet, embeddings: torch.Tensor
-    ) -> torch.Tensor:
-        """Embeddings of the adversarial images in the model's current mode, with grad, for the training loss.
-
-        When no step was taken the adversarial images equal the clean ones, so the caller's embeddings of
-        those rows are reused instead of a second forward pass, except under ``DistributedDataParallel``, where
-        every rank makes this forward through the wrapper whatever its own attack did (same collective calls).
-        When there are more adversarial images than ``chunk_size`` (``perturb="per_triplet"`` with many
-        triplets), they are forwarded in chunks under ``torch.utils.checkpoint``: only the chunk inputs are kept,
-        and each chunk's activations are recomputed in the backward pass (dropout draws the same masks; running
-        statistics are updated once per chunk, not again by the recomputation). Each chunk is one batch for the
-        model, so BatchNorm in train mode normalises a chunk with that chunk's statistics.
-        """
-        if result.steps_taken == 0 and not self._wrapped:
-            return embeddings[perturbation.source_rows]
-        images, size = result.adversarial, self.chunk_size
-        self._attacking = True
-        try:
-            if size is None or len(images) <= size or not torch.is_grad_enabled():
-                return self.model(images)
-            return torch.cat([
-                torch.utils.checkpoint.checkpoint(
-                    self.model, images[start:start + size], use_reentrant=False, context_fn=self._checkpoint_contexts
-                )
-                for start in range(0, len(images), size)
-            ])
-        finally:
-            self._attacking = False
