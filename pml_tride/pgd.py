@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from .chunks import chunk_slices
+from .validation import check_number
 
 __all__ = [
     "PGDResult",
@@ -166,16 +167,12 @@ def frozen_model(model: nn.Module) -> Iterator[nn.Module]:
 def _validate(
     eps: float, alpha: float, steps: int, input_range: Tuple[float, float], chunk_size: Optional[int]
 ) -> None:
-    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
-        raise ValueError(f"eps must be a finite number >= 0 (pixel units, e.g. 8/255), got {eps!r}")
-    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
-        raise ValueError(f"alpha must be a finite number >= 0 (pixel units, e.g. 1/255), got {alpha!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+    check_number("eps", eps, minimum=0, meaning="pixel units, e.g. 8/255")
+    check_number("alpha", alpha, minimum=0, meaning="pixel units, e.g. 1/255")
+    check_number("steps", steps, minimum=0, integer=True)
     if len(input_range) != 2 or not input_range[0] < input_range[1]:
         raise ValueError(f"input_range must be (low, high) with low < high, got {input_range!r}")
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"chunk_size must be None or an integer >= 1, got {chunk_size!r}")
+    check_number("chunk_size", chunk_size, minimum=1, integer=True, optional=True)
 
 
 class _PassCounter:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import random
 import time
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -18,23 +16,12 @@ from ..chunks import chunk_slices
 from ..distributed import all_gather_objects, broadcast_object, get_rank, get_world_size, unwrap_model
 from ..pgd import frozen_model
 from ..progress import progress_bar
+from ..random_state import preserved_global_rng
+from ..validation import check_number
 from .benign import ClassMembers, benign_metrics, retrieval_block
 from .robustness_report import RobustnessReport
 
 __all__ = ["RobustnessEvaluator", "clean_recall_at_1"]
-
-@contextlib.contextmanager
-def preserved_random_state() -> Iterator[None]:
-    """Restore the global torch, CUDA, numpy and Python random states on exit (data loaders draw their seeds
-    from torch's)."""
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []):
-        try:
-            yield
-        finally:
-            random.setstate(python_state)
-            np.random.set_state(numpy_state)
-
 
 # Query rows per block of distances in clean_recall_at_1.
 RECALL_BLOCK_ROWS = 256
@@ -100,12 +87,9 @@ class RobustnessEvaluator:
         use_faiss: bool = True,
         queries: Optional[int] = None,
     ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if max_batches is not None and (not isinstance(max_batches, int) or max_batches < 1):
-            raise ValueError(f"max_batches must be None or a positive integer, got {max_batches!r}")
-        if queries is not None and (isinstance(queries, bool) or not isinstance(queries, int) or queries < 1):
-            raise ValueError(f"queries must be None or a positive integer, got {queries!r}")
+        check_number("batch_size", batch_size, minimum=1, integer=True)
+        check_number("max_batches", max_batches, minimum=1, integer=True, optional=True)
+        check_number("queries", queries, minimum=1, integer=True, optional=True)
         self.attacks = build_attacks(attacks, eps=eps, alpha=alpha, steps=steps, input_range=input_range,
                                      robrank_compat=robrank_compat)
         self.eps, self.alpha, self.steps, self.batch_size, self.seed = eps, alpha, steps, batch_size, seed
@@ -189,7 +173,7 @@ class RobustnessEvaluator:
         The global random states (torch, CUDA, numpy, Python) are restored afterwards, so evaluating during
         training (:class:`~pml_tride.evaluation.RobustnessTester`) does not change the training run.
         """
-        with preserved_random_state():
+        with preserved_global_rng():
             return self._evaluate(model, dataset)
 
     def _evaluate(self, model: nn.Module, dataset: Dataset) -> RobustnessReport:

@@ -21,6 +21,7 @@ from pytorch_metric_learning.utils import common_functions as c_f
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from torch import nn
 
+from ..collapseness import triplet_hinge
 from ..pgd import PGDResult
 from ..schedules import check_epoch, progressive_alpha
 from ..validation import check_choice, check_instance, check_number
@@ -315,5 +316,9 @@ class AdversarialTripletLoss(DefenseStats, AttackPasses, BaseMetricLossFunction)
 
     def triplet_losses(self, anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
         """Per-triplet hinge max(d(a, p) - d(a, n) + margin, 0) (Eq. 1)."""
-        gap = self.pair_distances(anchors, positives) - self.pair_distances(anchors, negatives)
-        return torch.relu(gap + self.margin)
+        return triplet_hinge(self.pair_distances(anchors, positives), self.pair_distances(anchors, negatives),
+                             self.margin)
+
+    def triplet_hardness(self, anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+        """Per-triplet hardness h_i = d(a_i, p_i) - d(a_i, n_i) (the terms of Eq. 2)."""
+        return self.pair_distances(anchors, positives) - self.pair_distances(anchors, negatives)

@@ -139,9 +139,7 @@ class HMLoss(AdversarialTripletLoss):
             mined = self.destination_miner(clean, labels)
             rows = lmu.convert_to_triplets(mined, labels, t_per_anchor=self.triplets_per_anchor)
             dest_anchors, dest_positives, dest_negatives = (c_f.to_device(index, clean) for index in rows)
-            hardness = self.pair_distances(clean[dest_anchors], clean[dest_positives]) - self.pair_distances(
-                clean[dest_anchors], clean[dest_negatives]
-            )
+            hardness = self.triplet_hardness(clean[dest_anchors], clean[dest_positives], clean[dest_negatives])
             zeros = torch.zeros(len(clean), dtype=hardness.dtype, device=clean.device)
             sums = zeros.index_add(0, dest_anchors, hardness)
             counts = zeros.index_add(0, dest_anchors, torch.ones_like(hardness))
@@ -165,8 +163,8 @@ class HMLoss(AdversarialTripletLoss):
         return torch.clamp(source_hardness - destination_hardness, max=0).pow(2).mean()
 
     def source_hardness(self, anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
-        """H_i = d(a_i, p_i) - d(a_i, n_i) per triplet."""
-        return self.pair_distances(anchors, positives) - self.pair_distances(anchors, negatives)
+        """H_i = d(a_i, p_i) - d(a_i, n_i) per triplet (:meth:`triplet_hardness`)."""
+        return self.triplet_hardness(anchors, positives, negatives)
 
     def ics_losses(
         self, anchors: torch.Tensor, adversarial_anchors: torch.Tensor, positives: torch.Tensor

@@ -7,6 +7,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import nn
 
+from ..collapseness import mean_hardness, triplet_hinge
 from ..reducers import CollapsenessReducer
 from ..schedules import PhaseCycle
 from ..validation import check_bool, check_choice, check_instance, check_number
@@ -121,14 +122,13 @@ class TrideLoss(AdversarialTripletLoss):
     # ----------------------------------------------------------------- the adversarial objectives
     def collapseness(self, ap_dists: torch.Tensor, an_dists: torch.Tensor) -> torch.Tensor:
         """C = d_w(A, P) - d_w(A, N) (Eq. 5) with the injected reducer's weighting."""
-        reducer = self.collapseness_reducer
-        return reducer.weighted_mean(ap_dists) - reducer.weighted_mean(an_dists)
+        return self.collapseness_reducer.collapseness(ap_dists, an_dists)
 
     def awareness_score(self, ap_dists: torch.Tensor, an_dists: torch.Tensor) -> torch.Tensor:
         """The quantity the adversary maximises: C for "collapse", H (Eq. 2) for "hardness" and "none"."""
         if self.awareness == "collapse":
             return self.collapseness(ap_dists, an_dists)
-        return ap_dists.mean() - an_dists.mean()
+        return mean_hardness(ap_dists, an_dists)
 
     def candidate_perturbation_margin(self, ap_dists: torch.Tensor, an_dists: torch.Tensor) -> torch.Tensor:
         """g_CAP = -C (-H for hardness and the naive adversary), the term that Eq. 10 clips at 0."""
@@ -192,7 +192,7 @@ class TrideLoss(AdversarialTripletLoss):
 
     def top_rank_loss(self, ap_dists: torch.Tensor, an_dists: torch.Tensor) -> torch.Tensor:
         """L_TR = gamma max(d(A, P_v) - d(A, N_v) + beta_TR, 0) (Eq. 13), nearest halves chosen independently."""
-        return self.gamma * torch.relu(top_half_mean(ap_dists) - top_half_mean(an_dists) + self.beta_tr)
+        return self.gamma * triplet_hinge(top_half_mean(ap_dists), top_half_mean(an_dists), self.beta_tr)
 
     def _stop_condition(self, assisting: bool):
         if self.awareness == "none" or assisting:
