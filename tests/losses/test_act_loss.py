@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from pml_tride import ACTLoss
 
@@ -81,10 +80,3 @@ def test_forward_passes_cover_only_the_candidates():
     candidates = {p for _, p, _ in HAND_TRIPLETS} | {n for _, _, n in HAND_TRIPLETS}
     assert seen == [len(candidates)] * 4  # no clean anchor forward: the ACT objective does not involve A
 
-
-def test_default_steps_and_constant_step_size():
-    loss = ACTLoss(Identity())
-    assert loss.steps == 32 and not loss.progressive_alpha
-    loss.set_epoch(0, 10)
-    assert loss.current_alpha == pytest.approx(1 / 255)
-    assert torch.isfinite(loss(Identity()(HAND_IMAGES), HAND_LABELS, hand_indices(), inputs=HAND_IMAGES))
