@@ -11,6 +11,7 @@ from triplet_loops import (
     loop_distance,
     loop_hinge,
     loop_pgd,
+    loop_variables,
     triplet_keys,
 )
 
@@ -20,7 +21,7 @@ EPS, ALPHA, STEPS, MARGIN = 0.05, 0.02, 4, 0.2
 def loop_act(images, triplets, perturb, steps=STEPS, margin=MARGIN):
     """ACT by loops: collapse each P' onto its N' (anchor clean); hinge on (A, P', N')."""
     keys = triplet_keys(triplets, perturb, roles=(1, 2))
-    variables = {key: images[key if perturb == "unique" else triplets[key[1]][key[0]]] for key in set(keys.values())}
+    variables = loop_variables(images, triplets, keys, perturb)
 
     def objective(current):
         return sum(loop_distance(current[keys[(i, 1)]], current[keys[(i, 2)]]) for i in range(len(triplets))) / len(

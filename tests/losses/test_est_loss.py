@@ -16,6 +16,7 @@ from triplet_loops import (
     loop_distance,
     loop_hinge,
     loop_pgd,
+    loop_variables,
     triplet_keys,
 )
 
@@ -25,7 +26,7 @@ EPS, ALPHA, STEPS, MARGIN = 0.05, 0.02, 4, 0.2
 def loop_est(images, triplets, perturb, margin=MARGIN):
     """EST by loops: every perturbed copy maximises its own embedding shift; hinge on (A', P', N')."""
     keys = triplet_keys(triplets, perturb)
-    variables = {key: images[key if perturb == "unique" else triplets[key[1]][key[0]]] for key in set(keys.values())}
+    variables = loop_variables(images, triplets, keys, perturb)
 
     def objective(current):
         return -sum(loop_distance(current[key], variables[key]) for key in current) / len(current)

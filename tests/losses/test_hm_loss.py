@@ -14,6 +14,7 @@ from triplet_loops import (
     loop_distance,
     loop_hinge,
     loop_pgd,
+    loop_variables,
     triplet_keys,
 )
 
@@ -41,7 +42,7 @@ def loop_hm(images, triplets, perturb, destinations, steps=STEPS, ics=ICS, unbou
     saturation stop; hinge on (A', P', N') plus ics * max(d(A, A') - d(A, P), 0). ``destinations[i]`` is None for
     a triplet without a destination."""
     keys = triplet_keys(triplets, perturb)
-    variables = {key: images[key if perturb == "unique" else triplets[key[1]][key[0]]] for key in set(keys.values())}
+    variables = loop_variables(images, triplets, keys, perturb)
 
     def member(current, i, role):
         return current[keys[(i, role)]]
