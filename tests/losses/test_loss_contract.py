@@ -109,6 +109,16 @@ def test_hook_capture_and_explicit_inputs_give_the_same_loss(loss_class, tiny_mo
             hooked(stale, labels, indices)
 
 
+def test_the_defense_own_model_passes_leave_the_captured_batch(loss_class, tiny_model, digits_batch):
+    """The attack's and the training forward's passes through the model are not captured: a second call on the
+    same embeddings still finds their images."""
+    images, labels = digits_batch
+    loss = loss_class(tiny_model, **FAST)
+    embeddings = tiny_model(images)
+    for _ in range(2):
+        assert torch.isfinite(loss(embeddings, labels))
+
+
 def test_miner_triplets_pairs_and_none_are_all_accepted(loss_class, identity_model, hand_batch):
     """Pairs and no indices_tuple become triplets as in PML's TripletMarginLoss; the loss of the converted
     triplets is the same."""
