@@ -2,35 +2,24 @@ import pytest
 
 from pml_tride import ACTLoss
 
-from triplet_loops import (
-    HAND_IMAGES,
-    HAND_LABELS,
-    HAND_TRIPLETS,
-    Identity,
-    hand_indices,
-    loop_distance,
-    loop_hinge,
-    loop_pgd,
-    loop_variables,
-    triplet_keys,
-)
+import triplet_loops as loops
+from triplet_loops import HAND_IMAGES, HAND_LABELS, HAND_TRIPLETS, Identity, hand_indices
 
 EPS, ALPHA, STEPS, MARGIN = 0.05, 0.02, 4, 0.2
 
 
 def loop_act(images, triplets, perturb, steps=STEPS, margin=MARGIN):
     """ACT by loops: collapse each P' onto its N' (anchor clean); hinge on (A, P', N')."""
-    keys = triplet_keys(triplets, perturb, roles=(1, 2))
-    variables = loop_variables(images, triplets, keys, perturb)
+    keys = loops.triplet_keys(triplets, perturb, roles=(1, 2))
+    variables = loops.loop_variables(images, triplets, keys, perturb)
 
     def objective(current):
-        return sum(loop_distance(current[keys[(i, 1)]], current[keys[(i, 2)]]) for i in range(len(triplets))) / len(
-            triplets
-        )
+        distances = [loops.loop_distance(current[keys[(i, 1)]], current[keys[(i, 2)]]) for i in range(len(triplets))]
+        return sum(distances) / len(triplets)
 
-    adversarial, taken = loop_pgd(variables, objective, EPS, ALPHA, steps)
+    adversarial, taken = loops.loop_pgd(variables, objective, EPS, ALPHA, steps)
     losses = [
-        loop_hinge(images[a], adversarial[keys[(i, 1)]], adversarial[keys[(i, 2)]], margin)
+        loops.loop_hinge(images[a], adversarial[keys[(i, 1)]], adversarial[keys[(i, 2)]], margin)
         for i, (a, _, _) in enumerate(triplets)
     ]
     return sum(losses) / len(losses), adversarial, objective(variables), objective(adversarial)
@@ -39,7 +28,7 @@ def loop_act(images, triplets, perturb, steps=STEPS, margin=MARGIN):
 def test_collapse_loss_matches_loops():
     loss = ACTLoss(Identity())
     positives, negatives = HAND_IMAGES[:3], HAND_IMAGES[3:]
-    expected = sum(loop_distance(p, n) for p, n in zip(positives.tolist(), negatives.tolist())) / 3
+    expected = sum(loops.loop_distance(p, n) for p, n in zip(positives.tolist(), negatives.tolist())) / 3
     assert loss.collapse_loss(positives, negatives).item() == pytest.approx(expected, abs=1e-12)
 
 
