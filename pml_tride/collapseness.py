@@ -3,26 +3,34 @@
 * :func:`proximity_weighted_mean` is Eq. 6-7, the proximity-weighted mean distance d_w, and the only place the
   weighting formula exists; :func:`weighted_distance` is the same after checking its inputs, and
   :class:`~pml_tride.CollapsenessReducer` and every loss call one of the two.
-* :func:`collapseness` is Eq. 5, C = d_w(A, P) - d_w(A, N).
-* :func:`hardness` is Eq. 2, H = d(A, P) - d(A, N) with d the mean distance (C with lam = 0).
+* :func:`collapseness` is Eq. 5, C = d_w(A, P) - d_w(A, N), after checking its inputs; :func:`weighted_collapseness`
+  is the same without checks (an attack's objective), and the only place Eq. 5 exists.
+* :func:`hardness` is Eq. 2, H = d(A, P) - d(A, N) with d the mean distance (C with lam = 0), after checking its
+  inputs; :func:`mean_hardness` is the same without checks, and the only place Eq. 2 (of a batch) exists.
+* :func:`triplet_hinge` is the hinge max(d(a, p) - d(a, n) + margin, 0) of the triplet loss (Eq. 1) and of the
+  top-rank loss (Eq. 13).
 * :func:`separability`, :func:`mean_pairwise_distance`, :func:`embedding_shift` and :func:`entanglement`
   are the diagnostics of Section 4.3 and Table 5.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
 from pytorch_metric_learning.distances import BaseDistance, LpDistance
+
+from .validation import check_choice, check_number
 
 __all__ = [
     "WEIGHTINGS",
     "weighted_distance",
     "proximity_weighted_mean",
     "collapseness",
+    "weighted_collapseness",
     "hardness",
+    "mean_hardness",
+    "triplet_hinge",
     "separability",
     "mean_pairwise_distance",
     "embedding_shift",
@@ -33,13 +41,11 @@ WEIGHTINGS = ("paper", "reference")
 
 
 def check_weighting(weighting: str) -> None:
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    check_choice("weighting", weighting, WEIGHTINGS)
 
 
 def check_lam(lam: float) -> None:
-    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam < 0:
-        raise ValueError(f"lam (the attention factor lambda of Eq. 7) must be a finite number >= 0, got {lam!r}")
+    check_number("lam", lam, minimum=0, meaning="the attention factor lambda of Eq. 7")
 
 
 def check_distance_shape(dists: torch.Tensor, name: str) -> None:
@@ -86,14 +92,32 @@ def collapseness(
     """Collapseness C = d_w(A, P) - d_w(A, N) (Eq. 5); positive C signals an impending collapse."""
     _check_distances(ap_dists, "ap_dists")
     _check_distances(an_dists, "an_dists")
-    return weighted_distance(ap_dists, lam, weighting) - weighted_distance(an_dists, lam, weighting)
+    check_lam(lam)
+    check_weighting(weighting)
+    return weighted_collapseness(ap_dists, an_dists, lam, weighting)
+
+
+def weighted_collapseness(ap_dists: torch.Tensor, an_dists: torch.Tensor, lam: float, weighting: str) -> torch.Tensor:
+    """C = d_w(A, P) - d_w(A, N) (Eq. 5) without input checks (see :func:`proximity_weighted_mean`)."""
+    return proximity_weighted_mean(ap_dists, lam, weighting) - proximity_weighted_mean(an_dists, lam, weighting)
 
 
 def hardness(ap_dists: torch.Tensor, an_dists: torch.Tensor) -> torch.Tensor:
     """Hardness H = d(A, P) - d(A, N) with d the mean distance over the triplets (Eq. 2)."""
     _check_distances(ap_dists, "ap_dists")
     _check_distances(an_dists, "an_dists")
+    return mean_hardness(ap_dists, an_dists)
+
+
+def mean_hardness(ap_dists: torch.Tensor, an_dists: torch.Tensor) -> torch.Tensor:
+    """H = mean d(A, P) - mean d(A, N) (Eq. 2) without input checks."""
     return ap_dists.mean() - an_dists.mean()
+
+
+def triplet_hinge(ap_dists: torch.Tensor, an_dists: torch.Tensor, margin: float) -> torch.Tensor:
+    """max(d(a, p) - d(a, n) + margin, 0), elementwise: the triplet loss (Eq. 1) of pair distances, and L_TR
+    (Eq. 13) of the top-half means."""
+    return torch.relu(ap_dists - an_dists + margin)
 
 
 def separability(ap_dists: torch.Tensor, an_dists: torch.Tensor, mean_distance: torch.Tensor) -> torch.Tensor:

@@ -33,6 +33,9 @@ from typing import Callable, Iterator, Optional, Tuple
 import torch
 from torch import nn
 
+from .chunks import chunk_slices
+from .validation import check_number
+
 __all__ = [
     "PGDResult",
     "projected_gradient_descent",
@@ -164,21 +167,12 @@ def frozen_model(model: nn.Module) -> Iterator[nn.Module]:
 def _validate(
     eps: float, alpha: float, steps: int, input_range: Tuple[float, float], chunk_size: Optional[int]
 ) -> None:
-    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps >= 0):
-        raise ValueError(f"eps must be a finite number >= 0 (pixel units, e.g. 8/255), got {eps!r}")
-    if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
-        raise ValueError(f"alpha must be a finite number >= 0 (pixel units, e.g. 1/255), got {alpha!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+    check_number("eps", eps, minimum=0, meaning="pixel units, e.g. 8/255")
+    check_number("alpha", alpha, minimum=0, meaning="pixel units, e.g. 1/255")
+    check_number("steps", steps, minimum=0, integer=True)
     if len(input_range) != 2 or not input_range[0] < input_range[1]:
         raise ValueError(f"input_range must be (low, high) with low < high, got {input_range!r}")
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"chunk_size must be None or an integer >= 1, got {chunk_size!r}")
-
-
-def _chunks(rows: int, chunk_size: Optional[int]) -> Iterator[slice]:
-    size = rows if chunk_size is None else chunk_size
-    return (slice(start, min(start + size, rows)) for start in range(0, rows, max(size, 1)))
+    check_number("chunk_size", chunk_size, minimum=1, integer=True, optional=True)
 
 
 class _PassCounter:
@@ -206,7 +200,7 @@ def _loss_and_gradient(
     chunked = chunk_size is not None and rows > chunk_size
     if chunked:
         with torch.no_grad():
-            embeddings = torch.cat([model(adversarial[part]) for part in _chunks(rows, chunk_size)])
+            embeddings = torch.cat([model(adversarial[part]) for part in chunk_slices(rows, chunk_size)])
         embeddings.requires_grad_(True)
         source = embeddings
     else:
@@ -228,7 +222,7 @@ def _loss_and_gradient(
         counter.backward_images += rows
         return loss.detach(), gradient
     input_gradient = torch.empty_like(adversarial)
-    for part in _chunks(rows, chunk_size):
+    for part in chunk_slices(rows, chunk_size):
         piece = adversarial[part].detach().requires_grad_(True)
         (input_gradient[part],) = torch.autograd.grad(model(piece), piece, grad_outputs=gradient[part])
         counter.forward_images += len(piece)

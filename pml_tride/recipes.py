@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import inspect
 import os
-import random
 import time
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Optional, Tuple
 
-import numpy as np
 import torch
 from pytorch_metric_learning import samplers
 from pytorch_metric_learning.miners import BaseMiner
@@ -24,6 +22,7 @@ from . import losses, miners
 from .distributed import wrap_model
 from .losses import AdversarialTripletLoss
 from .miners import SPC2Miner
+from .random_state import seed_global_rng
 from .samplers import SPC2Sampler
 from .trainers import TrideTrainer
 from .trainers.tride_trainer import LATEST_CHECKPOINT
@@ -186,9 +185,7 @@ def train_embedder(
     optional = {name: value for name, value in (("steps", steps), ("lam", lam)) if value is not None}
     miner = defense_miner(defense, **{"margin": margin, "schedule": miner_schedule, "seed": seed,
                                       **(miner_overrides or {})})
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
+    seed_global_rng(seed)
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     if resume == "auto":

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Dict
 
+from .validation import check_choice, check_number
+
 __all__ = ["SCHEDULES", "PHASES", "check_epoch", "semi_hard_band", "progressive_alpha", "PhaseCycle"]
 
 SCHEDULES = ("paper", "reference")
@@ -15,11 +17,8 @@ PHASES = ("cap", "anp")
 
 def check_epoch(epoch: int, total_epochs: int) -> None:
     """Raise a ValueError unless ``0 <= epoch <= total_epochs`` and ``total_epochs >= 1`` are integers."""
-    for name, value in (("epoch", epoch), ("total_epochs", total_epochs)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{name} must be an integer, got {value!r}")
-    if total_epochs < 1:
-        raise ValueError(f"total_epochs must be >= 1, got {total_epochs}")
+    check_number("epoch", epoch, integer=True)
+    check_number("total_epochs", total_epochs, minimum=1, integer=True)
     if not 0 <= epoch <= total_epochs:
         raise ValueError(f"epoch must lie in [0, total_epochs={total_epochs}] (0-based), got {epoch}")
 
@@ -31,8 +30,7 @@ def semi_hard_band(epoch: int, total_epochs: int, eta0: float = 0.2, schedule: s
     ``schedule="reference"``: eta = eta0 (1 - e / 2E)^2, the released miner (reference doc, section 1.2).
     """
     check_epoch(epoch, total_epochs)
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    check_choice("schedule", schedule, SCHEDULES)
     fraction = epoch / (2 * total_epochs)
     if schedule == "paper":
         return eta0 * (1 - fraction**2)
@@ -56,8 +54,7 @@ class PhaseCycle:
     MODES = ("tride",) + PHASES
 
     def __init__(self, mode: str = "tride") -> None:
-        if mode not in self.MODES:
-            raise ValueError(f"phase must be one of {self.MODES}, got {mode!r}")
+        check_choice("phase", mode, self.MODES)
         self.mode = mode
         self.calls = 0
 

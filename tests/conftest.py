@@ -3,6 +3,12 @@ import pytest
 import torch
 from PIL import Image
 
+from tiny_models import tiny_cnn
+from triplet_loops import HAND_IMAGES, HAND_LABELS, Identity, hand_indices
+
+# Real 8x8 digits of the digits_batch fixture: this many classes, two images each (an SPC-2 batch).
+DIGITS_BATCH_CLASSES = 5
+
 
 @pytest.fixture(autouse=True)
 def _deterministic_single_thread():
@@ -12,6 +18,38 @@ def _deterministic_single_thread():
     torch.manual_seed(0)
     yield
     torch.set_num_threads(threads)
+
+
+# Toy models and batches shared by the tests of losses, miners and reducers.
+@pytest.fixture
+def tiny_model():
+    """Conv-BN-ReLU-pool-linear on 1-channel images (tests/tiny_models.py), in train mode."""
+    return tiny_cnn()
+
+
+@pytest.fixture
+def identity_model():
+    """Embedding = flattened pixels (tests/triplet_loops.py): every distance can be re-derived by hand."""
+    return Identity()
+
+
+@pytest.fixture
+def hand_batch():
+    """The hand-made batch of tests/triplet_loops.py: (images (6, 3) float64 in [0, 1], labels, indices_tuple of
+    its five triplets)."""
+    return HAND_IMAGES.clone(), HAND_LABELS.clone(), hand_indices()
+
+
+@pytest.fixture(scope="session")
+def digits_batch():
+    """Real handwritten digits (scikit-learn's 8x8 set, no download), two images of each of the first classes in
+    SPC-2 order (rows 2i and 2i + 1 of one class): (images (10, 1, 8, 8) in [0, 1], labels)."""
+    from pml_tride.datasets import Digits
+
+    data = Digits("train", image_size=8)
+    rows = [int(row) for label in range(DIGITS_BATCH_CLASSES)
+            for row in torch.nonzero(data.labels == label).squeeze(1)[:2]]
+    return data.images[rows].clone(), data.labels[rows].clone()
 
 
 # Miniature data set trees in the real on-disk layouts (tiny generated JPEGs).

@@ -3,13 +3,16 @@ import math
 import pytest
 import torch
 
-from pml_tride import (
+from pml_tride.collapseness import (
     collapseness,
     embedding_shift,
     entanglement,
     hardness,
+    mean_hardness,
     mean_pairwise_distance,
     separability,
+    triplet_hinge,
+    weighted_collapseness,
     weighted_distance,
 )
 
@@ -42,6 +45,23 @@ def test_weighted_distance_and_collapseness_match_loops(weighting, lam):
     assert weighted_distance(t(AP), lam, weighting).item() == pytest.approx(unshifted(AP, lam, weighting))
     expected_c = loop_weighted(AP, lam, weighting) - loop_weighted(AN, lam, weighting)
     assert collapseness(t(AP), t(AN), lam, weighting).item() == pytest.approx(expected_c)
+
+
+@pytest.mark.parametrize("weighting", ["paper", "reference"])
+def test_unchecked_equations_are_the_checked_ones_and_match_loops(weighting):
+    """Eq. 5 and Eq. 2 have one implementation each: the checked functions call the unchecked ones."""
+    expected_c = loop_weighted(AP, 2.0, weighting) - loop_weighted(AN, 2.0, weighting)
+    assert weighted_collapseness(t(AP), t(AN), 2.0, weighting).item() == pytest.approx(expected_c)
+    assert torch.equal(weighted_collapseness(t(AP), t(AN), 2.0, weighting), collapseness(t(AP), t(AN), 2.0, weighting))
+    assert mean_hardness(t(AP), t(AN)).item() == pytest.approx(sum(AP) / 5 - sum(AN) / 5)
+    assert torch.equal(mean_hardness(t(AP), t(AN)), hardness(t(AP), t(AN)))
+
+
+def test_triplet_hinge_matches_loops():
+    margin = 0.1
+    expected = [max(p - n + margin, 0.0) for p, n in zip(AP, AN)]
+    assert triplet_hinge(t(AP), t(AN), margin).tolist() == pytest.approx(expected)
+    assert min(expected) == 0.0 < max(expected)  # both sides of the hinge are exercised
 
 
 def test_paper_weighting_leans_to_near_pairs_and_reference_to_far_ones():

@@ -61,6 +61,11 @@ def triplet_keys(triplets, perturb, roles=(0, 1, 2)):
     }
 
 
+def loop_variables(images, triplets, keys, perturb):
+    """The clean value of every perturbed copy of :func:`triplet_keys`: its image (the row of ``images``)."""
+    return {key: images[key if perturb == "unique" else triplets[key[1]][key[0]]] for key in set(keys.values())}
+
+
 def loop_pgd(variables, objective, eps, alpha, steps, stop=None, low=0.0, high=1.0):
     """Signed descent on ``objective(variables)`` over a dict key -> list of floats, with L-inf projection and
     clamping; returns (variables, steps_taken). ``stop(loss)`` is checked before each step, as the engine."""

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ..validation import check_number
+
 __all__ = ["Digits", "DIGIT_CLASSES"]
 
 DIGIT_CLASSES = tuple(range(10))
@@ -24,8 +26,7 @@ class Digits(Dataset):
 
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-            raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+        check_number("image_size", image_size, minimum=1, integer=True)
         if not set(train_classes) < set(DIGIT_CLASSES):
             raise ValueError(f"train_classes must be a proper subset of 0-9, got {train_classes!r}")
         data = load_digits()

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..optional_imports import import_pillow
+from ..validation import check_choice
 from .transforms import ImageTransform
 
 __all__ = ["ImageListDataset", "SPLITS", "require_file"]
@@ -37,8 +38,7 @@ class ImageListDataset(Dataset):
 
     def __init__(self, root: str, split: str = "train", image_size: int = 224,
                  transform: Optional[Callable] = None) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        check_choice("split", split, SPLITS)
         import_pillow()  # fail now, not in the first batch, when pillow is missing
         if root is None or not os.path.isdir(root):
             raise FileNotFoundError(f"data set folder not found: {root!r}. Expected layout:\n{self.LAYOUT}")

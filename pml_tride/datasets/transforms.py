@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..optional_imports import import_pillow
+from ..validation import check_number
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -28,8 +29,7 @@ class ImageTransform:
     """PIL image -> (3, s, s) float tensor in [0, 1]; random crop and flip when ``train`` (torch's RNG)."""
 
     def __init__(self, image_size: int = 224, train: bool = False) -> None:
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-            raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+        check_number("image_size", image_size, minimum=1, integer=True)
         self.image_size, self.train = image_size, train
         self.resize = max(image_size, round(image_size * RESIZE_RATIO))
 

@@ -14,6 +14,8 @@ from typing import Dict, Tuple
 import torch
 import torch.nn.functional as F
 
+from ..chunks import chunk_slices
+
 __all__ = ["benign_metrics", "retrieval_metrics", "retrieval_block", "relevant_positions", "ClassMembers", "nmi",
            "kmeans_function", "RECALL_AT"]
 
@@ -121,9 +123,8 @@ def retrieval_metrics(embeddings: torch.Tensor, labels: torch.Tensor, batch_size
     embeddings = F.normalize(embeddings.float(), dim=1)
     total = len(labels)
     members = ClassMembers(labels)
-    sums = sum(retrieval_block(embeddings, members, torch.arange(start, min(start + batch_size, total),
-                                                                 device=embeddings.device))
-               for start in range(0, total, batch_size)).tolist()
+    sums = sum(retrieval_block(embeddings, members, torch.arange(part.start, part.stop, device=embeddings.device))
+               for part in chunk_slices(total, batch_size)).tolist()
     *hits, average_precision_sum, scored_queries = sums
     metrics = {f"R@{k}": 100 * hit / total for k, hit in zip(RECALL_AT, hits)}
     metrics["mAP"] = 100 * average_precision_sum / max(scored_queries, 1)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import random
 import time
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -14,26 +12,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..attacks import ATTACK_NAMES, AttackContext, AttackTrials, BaseRankingAttack, RetrievalPool, build_attacks
+from ..chunks import chunk_slices
 from ..distributed import all_gather_objects, broadcast_object, get_rank, get_world_size, unwrap_model
 from ..pgd import frozen_model
 from ..progress import progress_bar
+from ..random_state import preserved_global_rng
+from ..validation import check_number
 from .benign import ClassMembers, benign_metrics, retrieval_block
 from .robustness_report import RobustnessReport
 
 __all__ = ["RobustnessEvaluator", "clean_recall_at_1"]
-
-@contextlib.contextmanager
-def preserved_random_state() -> Iterator[None]:
-    """Restore the global torch, CUDA, numpy and Python random states on exit (data loaders draw their seeds
-    from torch's)."""
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []):
-        try:
-            yield
-        finally:
-            random.setstate(python_state)
-            np.random.set_state(numpy_state)
-
 
 # Query rows per block of distances in clean_recall_at_1.
 RECALL_BLOCK_ROWS = 256
@@ -45,8 +33,8 @@ def clean_recall_at_1(pool: RetrievalPool, rows: torch.Tensor) -> float:
     blocks of rows with :func:`~pml_tride.evaluation.benign.retrieval_block` (no row sorted)."""
     members = ClassMembers(pool.labels)
     rows = rows.to(pool.embeddings.device)
-    hits = sum(retrieval_block(pool.embeddings, members, rows[start: start + RECALL_BLOCK_ROWS])[0]
-               for start in range(0, len(rows), RECALL_BLOCK_ROWS))
+    hits = sum(retrieval_block(pool.embeddings, members, rows[part])[0]
+               for part in chunk_slices(len(rows), RECALL_BLOCK_ROWS))
     return 100 * float(hits) / len(rows)
 
 
@@ -99,12 +87,9 @@ class RobustnessEvaluator:
         use_faiss: bool = True,
         queries: Optional[int] = None,
     ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if max_batches is not None and (not isinstance(max_batches, int) or max_batches < 1):
-            raise ValueError(f"max_batches must be None or a positive integer, got {max_batches!r}")
-        if queries is not None and (isinstance(queries, bool) or not isinstance(queries, int) or queries < 1):
-            raise ValueError(f"queries must be None or a positive integer, got {queries!r}")
+        check_number("batch_size", batch_size, minimum=1, integer=True)
+        check_number("max_batches", max_batches, minimum=1, integer=True, optional=True)
+        check_number("queries", queries, minimum=1, integer=True, optional=True)
         self.attacks = build_attacks(attacks, eps=eps, alpha=alpha, steps=steps, input_range=input_range,
                                      robrank_compat=robrank_compat)
         self.eps, self.alpha, self.steps, self.batch_size, self.seed = eps, alpha, steps, batch_size, seed
@@ -130,7 +115,7 @@ class RobustnessEvaluator:
 
     def _batch_rows(self, rows: List[int]) -> List[List[int]]:
         """``rows`` (data set rows, in order) cut into batches of ``batch_size``."""
-        return [rows[start:start + self.batch_size] for start in range(0, len(rows), self.batch_size)]
+        return [rows[part] for part in chunk_slices(len(rows), self.batch_size)]
 
     def _own_batches(self, dataset: Dataset, batch_rows: List[List[int]], device: torch.device):
         """This rank's batches ``(index, images, labels)``: every ``world_size``-th batch from its rank."""
@@ -188,7 +173,7 @@ class RobustnessEvaluator:
         The global random states (torch, CUDA, numpy, Python) are restored afterwards, so evaluating during
         training (:class:`~pml_tride.evaluation.RobustnessTester`) does not change the training run.
         """
-        with preserved_random_state():
+        with preserved_global_rng():
             return self._evaluate(model, dataset)
 
     def _evaluate(self, model: nn.Module, dataset: Dataset) -> RobustnessReport:

@@ -12,6 +12,7 @@ from pytorch_metric_learning.testers import BaseTester
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..validation import check_number
 from .robustness_evaluator import RobustnessEvaluator
 from .robustness_report import RobustnessReport
 from .scores import ARS_ATTACKS, ers_per_attack
@@ -193,8 +194,7 @@ class RobustnessTester(BaseTester):
         """
         if not dataset_dict:
             raise ValueError("dataset_dict needs at least one split, e.g. {'val': val_dataset}")
-        if isinstance(test_interval, bool) or not isinstance(test_interval, int) or test_interval < 1:
-            raise ValueError(f"test_interval must be a positive integer, got {test_interval!r}")
+        check_number("test_interval", test_interval, minimum=1, integer=True)
         split = validation_split or next(iter(dataset_dict))
         if split not in dataset_dict:
             raise ValueError(f"validation_split {split!r} is not one of {list(dataset_dict)}")

@@ -14,6 +14,7 @@ from typing import Dict, Mapping, Optional, Tuple
 import torch
 
 from ..attacks import ATTACK_NAMES
+from ..validation import check_choice
 
 __all__ = [
     "ERS_ATTACKS", "ARS_ATTACKS", "PLUS_ATTACKS", "MINUS_ATTACKS", "RECALL_ATTACKS", "SIGN_HANDLINGS",
@@ -148,8 +149,7 @@ def ars_per_trial(trials: Mapping[str, "object"], sign_handling: str = "signed_c
     when the clean value is 0. ``partial=True`` scores the ARS attacks present and leaves out ``"overall"``
     unless all eight are there (else a missing attack raises a ``ValueError``).
     """
-    if sign_handling not in SIGN_HANDLINGS:
-        raise ValueError(f"sign_handling must be one of {SIGN_HANDLINGS}, got {sign_handling!r}")
+    check_choice("sign_handling", sign_handling, SIGN_HANDLINGS)
     missing = [name for name in ARS_ATTACKS if name not in trials]
     if missing and not partial:
         raise ValueError(f"ars_per_trial needs trials for {missing}")

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from types import MappingProxyType
+from typing import Any, Dict
 
 import torch
-from torch import nn
 
-from ..pgd import PGDResult
 from .adversarial_triplet_loss import AdversarialTripletLoss, PerturbationSet, Triplets
-from .triplet_diagnostics import diagnostic_stat_names, record_triplet_diagnostics
 
 __all__ = ["ACTLoss"]
 
@@ -28,40 +26,14 @@ class ACTLoss(AdversarialTripletLoss):
 
     Args:
         model: maps images in ``input_range`` to embeddings; held by reference (see the base class).
-        margin: triplet margin (robrank: 0.2).
-        eps, alpha, steps: PGD radius, step size and number of steps (robrank: 8/255, 1/255, 32).
-        progressive_alpha: off by default: robrank uses a constant step size for its baselines.
-        perturb: "unique" (one delta per image, shared by every triplet using it in that role set) or
+        **kwargs: the shared arguments (see :class:`AdversarialTripletLoss`); defaults here: steps=32,
+            progressive_alpha=False (robrank's constant step size); margin 0.2, eps 8/255, alpha 1/255 as robrank.
+            ``perturb``: "unique" (one delta per image, shared by every triplet using it in that role set) or
             "per_triplet" (robrank: a copy of P and of N per triplet, each with its own delta).
-        input_range: valid pixel range of the inputs.
-        **kwargs: PML loss arguments (``distance``, ``reducer``, ``collect_stats``, ``triplets_per_anchor``).
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        margin: float = 0.2,
-        eps: float = 8 / 255,
-        alpha: float = 1 / 255,
-        steps: int = 32,
-        progressive_alpha: bool = False,
-        perturb: str = "unique",
-        input_range: Tuple[float, float] = (0.0, 1.0),
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            model,
-            margin=margin,
-            eps=eps,
-            alpha=alpha,
-            steps=steps,
-            progressive_alpha=progressive_alpha,
-            perturb=perturb,
-            input_range=input_range,
-            **kwargs,
-        )
-        self.register_stats(diagnostic_stat_names(PERTURBED_ROLES))
+    default_overrides = MappingProxyType({"steps": 32, "progressive_alpha": False})
+    diagnosed_roles = PERTURBED_ROLES
 
     def collapse_loss(self, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
         """mean_i d(f(P'_i), f(N'_i)) (ACT's attack objective; robrank pnp.py:77-79), minimised by the attack."""
@@ -73,23 +45,11 @@ class ACTLoss(AdversarialTripletLoss):
         anchors, positives, negatives = triplets
         perturbation = PerturbationSet((positives, negatives), self.perturb)
         positive_rows, negative_rows = perturbation.role_positions
-        images = inputs[perturbation.source_rows]
-        if self.attack_enabled:
-            result = self.attack(
-                images, lambda adversarial: self.collapse_loss(adversarial[positive_rows], adversarial[negative_rows])
-            )
-        else:
-            result = PGDResult(adversarial=images, steps_taken=0, stopped_early=False, last_loss=None)
-        adversarial = self.training_embeddings(result, perturbation, embeddings)
-        adversarial_triplet = (embeddings[anchors], adversarial[positive_rows], adversarial[negative_rows])
-        loss_dict = {
-            "loss": {
-                "losses": self.triplet_losses(*adversarial_triplet),
-                "indices": triplets,
-                "reduction_type": "triplet",
-            }
-        }
-        if self.collect_stats:
-            record_triplet_diagnostics(self, embeddings, inputs, triplets, perturbation, result, adversarial,
-                                       adversarial_triplet, PERTURBED_ROLES)
-        return loss_dict
+
+        def objective(adversarial: torch.Tensor) -> torch.Tensor:
+            return self.collapse_loss(adversarial[positive_rows], adversarial[negative_rows])
+
+        batch = self.attacked_batch(embeddings, inputs, triplets, perturbation, lambda: objective)
+        return self.adversarial_loss_dict(
+            batch, (embeddings[anchors], batch.adversarial[positive_rows], batch.adversarial[negative_rows])
+        )

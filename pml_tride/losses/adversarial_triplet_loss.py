@@ -1,132 +1,139 @@
-"""Base class of every input-space adversarial triplet defense in pml-tride.
+"""Base class of every input-space adversarial triplet defense in pml-tride: the defense contract.
 
-It owns what all defenses share: holding the model without registering it, capturing the batch inputs through
-a forward hook (so ``loss(embeddings, labels, indices_tuple)`` stays a drop-in PML call), validating inputs,
-building the set of images to perturb, calling the one PGD engine, the training forward of the adversarial
-images, the per-triplet margin loss, the epoch, and the state that a resumed run needs.
-Subclasses implement :meth:`compute_adversarial_loss`.
-
-Memory does not grow with the number of triplets beyond the images themselves: the attack, the clean embeddings
-it needs and the training forward of the adversarial images run in chunks of ``attack_batch_size`` images (by
-default the size of the caller's batch, so no pass holds activations for more images than the caller's own
-forward), and an attack whose images cannot fit at all is refused before the engine allocates its copies.
+It owns what all defenses share: the shared arguments and their defaults, validating inputs, the PML entry
+points, the epoch and the state that a resumed run needs, the per-triplet margin loss, the loss dict and the
+statistics. The images behind the embeddings come from :mod:`.input_capture`, the perturbed set from
+:mod:`.perturbation_set`, and the model passes (the one PGD engine, chunked forwards) from :mod:`.attack_passes`.
+Subclasses implement :meth:`AdversarialTripletLoss.compute_adversarial_loss`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
+import inspect
 import warnings
-import weakref
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
+from types import MappingProxyType
+from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
-import torch.utils.checkpoint
 from pytorch_metric_learning.losses import BaseMetricLossFunction
 from pytorch_metric_learning.reducers import MeanReducer
 from pytorch_metric_learning.utils import common_functions as c_f
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from torch import nn
 
-from .. import pgd
-from ..collapseness import mean_pairwise_distance, separability
-from ..pgd import PGDResult, check_input_range, frozen_model, projected_gradient_descent
+from ..collapseness import triplet_hinge
+from ..pgd import PGDResult
 from ..schedules import check_epoch, progressive_alpha
+from ..validation import check_choice, check_instance, check_number
+from .attack_passes import DEFAULT_CHUNK_BATCHES, AttackPasses
+from .defense_stats import BASE_STAT_NAMES, DefenseStats
+from .input_capture import InputCapture, ModelReference
+from .perturbation_set import PERTURB_MODES, AttackedBatch, Objective, PerturbationSet, Triplets
+from .triplet_diagnostics import diagnostic_stat_names
 
-__all__ = ["AdversarialTripletLoss", "PerturbationSet", "PERTURB_MODES"]
+__all__ = ["AdversarialTripletLoss", "AttackedBatch", "PerturbationSet", "PERTURB_MODES", "SHARED_DEFAULTS",
+           "BASE_STAT_NAMES", "DEFAULT_CHUNK_BATCHES", "Objective", "Triplets"]
 
-PERTURB_MODES = ("unique", "per_triplet")
-# Without attack_batch_size, a pass holds at most this many of the caller's batches: a per-triplet copy set of a
-# mined batch (at most 3 copies per triplet, one triplet per anchor) runs unchunked, dense miners' sets in chunks.
-DEFAULT_CHUNK_BATCHES = 4
-
-Triplets = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-class ModelReference:
-    """Holds the attacked model by reference: not a submodule (not in ``state_dict()``, not moved by ``.to()``),
-    and not an ``nn.Module`` attribute that record-keeper's recursive walk of ``loss_funcs`` would descend into
-    (it names tables after the model's children, which sqlite rejects)."""
-
-    __slots__ = ("module",)
-
-    def __init__(self, module: nn.Module) -> None:
-        self.module = module
-
-
-class PerturbationSet:
-    """The images one phase perturbs: ``source_rows`` index the batch; ``positions(rows)`` maps batch rows
-    of a triplet role to rows of the perturbed set.
-
-    ``perturb="unique"`` perturbs each distinct image of the role once (one delta shared by every triplet that
-    uses it); ``"per_triplet"`` gives every triplet its own copy (the reference code's semantics).
-    """
-
-    def __init__(self, role_rows: Tuple[torch.Tensor, ...], perturb: str) -> None:
-        stacked = torch.cat(role_rows)
-        if perturb == "unique":
-            self.source_rows, inverse = torch.unique(stacked, return_inverse=True)
-        else:
-            self.source_rows = stacked
-            inverse = torch.arange(len(stacked), device=stacked.device)
-        self.role_positions = torch.split(inverse, [len(rows) for rows in role_rows])
-
-    def __len__(self) -> int:
-        return len(self.source_rows)
+# The arguments every defense shares, with the base class's defaults; a subclass changes a default in its
+# ``default_overrides`` and declares only its own arguments.
+SHARED_DEFAULTS: Mapping[str, Any] = MappingProxyType({
+    "margin": 0.2,
+    "eps": 8 / 255,
+    "alpha": 1 / 255,
+    "steps": 16,
+    "progressive_alpha": True,
+    "perturb": "unique",
+    "input_range": (0.0, 1.0),
+    "triplets_per_anchor": "all",
+    "attack_batch_size": None,
+})
 
 
-class AdversarialTripletLoss(BaseMetricLossFunction):
+def _pml_loss_arguments() -> Tuple[str, ...]:
+    """The keyword arguments PML's loss base classes take (``distance``, ``reducer``, ``collect_stats``, ...)."""
+    names = []
+    for klass in BaseMetricLossFunction.__mro__:
+        if klass in (nn.Module, object) or "__init__" not in vars(klass):
+            continue
+        names += [parameter.name for parameter in inspect.signature(klass.__init__).parameters.values()
+                  if parameter.name != "self" and parameter.kind is not parameter.VAR_KEYWORD]
+    return tuple(names)
+
+
+PML_LOSS_ARGUMENTS = _pml_loss_arguments()
+
+
+class AdversarialTripletLoss(DefenseStats, AttackPasses, BaseMetricLossFunction):
     """Adversarial training on mined triplets, as a PML loss.
+
+    The defense contract: a subclass declares only its own arguments and passes the shared ones below through
+    ``**kwargs`` (as PML's ``TripletMarginLoss`` passes ``distance`` and ``reducer``); a default of its own for a
+    shared argument goes in its ``default_overrides`` mapping (see :meth:`shared_defaults`). It implements
+    :meth:`compute_adversarial_loss` with :meth:`attacked_batch` (the attack, or the clean images when no step can move
+    them) and :meth:`adversarial_loss_dict` (the loss dict and the statistics), and names the roles whose
+    embedding shift the baseline diagnostics record in ``diagnosed_roles`` (or records its own statistics in
+    :meth:`record_defense_stats`). What a loss records is :attr:`stat_names`.
 
     Args:
         model: the ``nn.Module`` that maps images in ``input_range`` to embeddings. It is held by reference,
             not registered as a submodule (not saved in ``state_dict()``, not moved by ``.to()``).
-        margin: triplet margin beta_T (Eq. 1).
-        eps, alpha, steps: L-inf PGD radius, step size and number of steps (pixel units).
+
+    Shared arguments (keywords; the defaults here are :data:`SHARED_DEFAULTS`):
+        margin: triplet margin beta_T (Eq. 1). Default 0.2.
+        eps, alpha, steps: L-inf PGD radius, step size and number of steps (pixel units). Defaults 8/255, 1/255, 16.
         progressive_alpha: multiply alpha by epoch / total_epochs (Appendix C); needs :meth:`set_epoch`.
-        perturb: "unique" images per role, or "per_triplet" copies (reference semantics).
-        input_range: the valid pixel range of the inputs.
+            Default True.
+        perturb: "unique" images per role, or "per_triplet" copies (reference semantics). Default "unique".
+        input_range: the valid pixel range of the inputs. Default (0.0, 1.0).
         triplets_per_anchor: used when the loss builds triplets itself (no indices_tuple or pairs), as in
-            PML's ``TripletMarginLoss``.
+            PML's ``TripletMarginLoss``. Default "all".
         attack_batch_size: most images pushed through the model at once by the attack, the clean embeddings it
-            needs and the training forward of the adversarial images (None: ``DEFAULT_CHUNK_BATCHES`` times the
-            size of the caller's batch, so the per-triplet copies of a mined batch, e.g. HM's 3 x 56 for 112
-            images, run in one pass, and only dense miners' tens of thousands of copies are chunked).
+            needs and the training forward of the adversarial images (None, the default: ``DEFAULT_CHUNK_BATCHES``
+            times the size of the caller's batch, so the per-triplet copies of a mined batch, e.g. HM's 3 x 56 for
+            112 images, run in one pass, and only dense miners' tens of thousands of copies are chunked).
             The attack's result does not depend on it; see :meth:`training_embeddings` for BatchNorm.
-        **kwargs: PML loss arguments (``distance``, ``reducer``, ``collect_stats``, ``embedding_regularizer``).
+        distance, reducer, collect_stats, embedding_regularizer, embedding_reg_weight: PML's loss arguments.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        margin: float = 0.2,
-        eps: float = 8 / 255,
-        alpha: float = 1 / 255,
-        steps: int = 16,
-        progressive_alpha: bool = True,
-        perturb: str = "unique",
-        input_range: Tuple[float, float] = (0.0, 1.0),
-        triplets_per_anchor: Union[str, int] = "all",
-        attack_batch_size: Optional[int] = None,
-        **kwargs: Any,
-    ) -> None:
+    # Defaults of shared arguments that differ from SHARED_DEFAULTS for this defense.
+    default_overrides: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+    # Roles (of "anchor", "positive", "negative") whose embedding shift the baseline diagnostics record; None: the
+    # defense records no baseline diagnostics.
+    diagnosed_roles: ClassVar[Optional[Tuple[str, ...]]] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        unknown = sorted(set(cls.default_overrides) - set(SHARED_DEFAULTS))
+        if unknown:
+            raise TypeError(f"{cls.__name__}.default_overrides names {unknown}, which are not shared arguments "
+                            f"{tuple(SHARED_DEFAULTS)}")
+
+    @classmethod
+    def shared_defaults(cls) -> Dict[str, Any]:
+        """The defaults of the shared arguments for this class: :data:`SHARED_DEFAULTS` with its
+        ``default_overrides``."""
+        return {**SHARED_DEFAULTS, **cls.default_overrides}
+
+    def __init__(self, model: nn.Module, **kwargs: Any) -> None:
+        shared = self.shared_defaults()
+        shared.update({name: kwargs.pop(name) for name in SHARED_DEFAULTS if name in kwargs})
+        unknown = sorted(set(kwargs) - set(PML_LOSS_ARGUMENTS))
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} got unknown keyword arguments {unknown}; shared arguments: "
+                f"{tuple(SHARED_DEFAULTS)}, PML loss arguments: {PML_LOSS_ARGUMENTS}, and the defense's own"
+            )
         super().__init__(**kwargs)
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module mapping images to embeddings, got {type(model).__name__}")
-        self._check_number("margin", margin, minimum=0.0)
-        self._check_number("eps", eps, minimum=0.0)
-        self._check_number("alpha", alpha, minimum=0.0)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
-        if perturb not in PERTURB_MODES:
-            raise ValueError(f"perturb must be one of {PERTURB_MODES}, got {perturb!r}")
+        check_instance("model", model, nn.Module, "a torch.nn.Module mapping images to embeddings")
+        margin, eps, alpha, steps = shared["margin"], shared["eps"], shared["alpha"], shared["steps"]
+        perturb, input_range = shared["perturb"], shared["input_range"]
+        for name in ("margin", "eps", "alpha"):
+            check_number(name, shared[name], minimum=0)
+        check_number("steps", steps, minimum=0, integer=True)
+        check_choice("perturb", perturb, PERTURB_MODES)
         if len(input_range) != 2 or not input_range[0] < input_range[1]:
             raise ValueError(f"input_range must be (low, high) with low < high, got {input_range!r}")
-        if attack_batch_size is not None and (
-            isinstance(attack_batch_size, bool) or not isinstance(attack_batch_size, int) or attack_batch_size < 1
-        ):
-            raise ValueError(f"attack_batch_size must be None or an integer >= 1, got {attack_batch_size!r}")
+        check_number("attack_batch_size", shared["attack_batch_size"], minimum=1, integer=True, optional=True)
         if self.distance.is_inverted:
             raise ValueError(
                 f"{type(self).__name__} needs a distance (smaller = closer), got the similarity "
@@ -134,57 +141,26 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
             )
         self._model_reference = ModelReference(model)
         self.margin, self.eps, self.alpha, self.steps = margin, eps, alpha, steps
-        self.progressive_alpha = progressive_alpha
+        self.progressive_alpha = shared["progressive_alpha"]
         self.perturb = perturb
         self.input_range = tuple(input_range)
-        self.triplets_per_anchor = triplets_per_anchor
-        self.attack_batch_size = attack_batch_size
+        self.triplets_per_anchor = shared["triplets_per_anchor"]
+        self.attack_batch_size = shared["attack_batch_size"]
         self._batch_rows: Optional[int] = None
         self._num_triplets: Optional[int] = None
         self.epoch: Optional[int] = None
         self.total_epochs: Optional[int] = None
         self._warned_no_epoch = False
-        self._attacking = False
-        self._captured: Optional[Tuple[torch.Tensor, "weakref.ReferenceType[torch.Tensor]"]] = None
-        self._explicit_inputs: Optional[torch.Tensor] = None
-        self._hook = model.register_forward_hook(self._capture_forward)
+        self._capture = InputCapture(model)
         self.add_to_recordable_attributes(list_of_names=["margin", "eps", "alpha", "steps"], is_stat=False)
-        self._stat_names: list = []
-        self.register_stats(
-            ["pgd_steps", "num_perturbed", "max_perturbation", "embedding_shift", "separability", "mean_distance",
-             "pgd_forward_images", "pgd_backward_images"]
-        )
+        self.register_stats(BASE_STAT_NAMES)
+        if self.diagnosed_roles is not None:
+            self.register_stats(diagnostic_stat_names(self.diagnosed_roles))
 
     @property
     def model(self) -> nn.Module:
         """The model the loss attacks (held by reference, see :class:`ModelReference`)."""
         return self._model_reference.module
-
-    @staticmethod
-    def _check_number(name: str, value: float, minimum: float) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite number, got {value!r}")
-        if value < minimum:
-            raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-
-    def register_stats(self, names: list) -> None:
-        """Declare per-call statistics (PML record-keeping); they are filled only when ``collect_stats``."""
-        self._stat_names = self._stat_names + list(names)
-        self.add_to_recordable_attributes(list_of_names=names, is_stat=True)
-
-    def enable_stats(self) -> None:
-        """Turn statistics collection on after construction (as ``collect_stats=True`` would have)."""
-        self.collect_stats = True
-        self.add_to_recordable_attributes(list_of_names=self._stat_names, is_stat=True)
-
-    def record_clean_diagnostics(
-        self, embeddings: torch.Tensor, ap_dists: torch.Tensor, an_dists: torch.Tensor
-    ) -> None:
-        """Separability and mean pairwise distance of the clean batch (Section 4.3), as stats."""
-        with torch.no_grad():
-            mean_distance = mean_pairwise_distance(embeddings, self.distance)
-            self.mean_distance = mean_distance.item()
-            self.separability = separability(ap_dists, an_dists, mean_distance).item()
 
     def get_default_reducer(self) -> MeanReducer:
         """Mean over all triplets, zero-loss ones included, as the released CA-TRIDE and robrank code."""
@@ -225,35 +201,12 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
         self.epoch, self.total_epochs = state["epoch"], state["total_epochs"]
 
     # ----------------------------------------------------------------- input capture
-    def _capture_forward(self, module: nn.Module, args: Tuple[Any, ...], output: Any) -> None:
-        if self._attacking or not args or not isinstance(args[0], torch.Tensor) or not isinstance(output, torch.Tensor):
-            return
-        self._captured = (args[0].detach(), weakref.ref(output))
-
     def remove_hook(self) -> None:
         """Detach the input-capturing hook from the model (pass ``inputs=`` explicitly afterwards)."""
-        self._hook.remove()
-        self._captured = None
+        self._capture.remove()
 
     def _resolve_inputs(self, embeddings: torch.Tensor) -> torch.Tensor:
-        inputs = self._explicit_inputs
-        if inputs is None:
-            captured_output = self._captured[1]() if self._captured is not None else None
-            if captured_output is not embeddings:
-                raise ValueError(
-                    f"{type(self).__name__} could not find the images behind these embeddings: they are not the "
-                    "output of the model's last forward call (a different batch, a detached or transformed copy, "
-                    "or another model). Pass the images explicitly: "
-                    "loss(embeddings, labels, indices_tuple, inputs=images)"
-                )
-            inputs = self._captured[0]
-        if not isinstance(inputs, torch.Tensor) or inputs.dim() < 2 or inputs.shape[0] != embeddings.shape[0]:
-            shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
-            raise ValueError(
-                f"inputs must be a tensor of images with one row per embedding ({embeddings.shape[0]}), got {shape}"
-            )
-        check_input_range(inputs, self.input_range, name="inputs")
-        return inputs.detach()
+        return self._capture.resolve(embeddings, type(self).__name__, self.input_range)
 
     # ----------------------------------------------------------------- PML entry points
     def forward(
@@ -278,11 +231,11 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
         if not torch.isfinite(embeddings).all():
             raise ValueError("embeddings contain NaN or Inf values")
         c_f.labels_or_indices_tuple_required(labels, indices_tuple)
-        self._explicit_inputs = inputs
+        self._capture.explicit_inputs = inputs
         try:
             return super().forward(embeddings, labels, indices_tuple)
         finally:
-            self._explicit_inputs = None
+            self._capture.explicit_inputs = None
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels) -> Dict[str, Dict[str, Any]]:
         inputs = self._resolve_inputs(embeddings)
@@ -299,31 +252,52 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
     def compute_adversarial_loss(
         self, embeddings: torch.Tensor, inputs: torch.Tensor, triplets: Triplets
     ) -> Dict[str, Dict[str, Any]]:
-        """Attack, then return the PML loss dict of the adversarial training objective."""
+        """Attack, then return the PML loss dict of the adversarial training objective (the defense's part:
+        typically :meth:`attacked_batch`, then :meth:`adversarial_loss_dict`)."""
         raise NotImplementedError
 
-    # ----------------------------------------------------------------- DistributedDataParallel
-    @property
-    def _wrapped(self) -> bool:
-        return isinstance(self.model, nn.parallel.DistributedDataParallel)
+    def attacked_batch(
+        self,
+        embeddings: torch.Tensor,
+        inputs: torch.Tensor,
+        triplets: Triplets,
+        perturbation: PerturbationSet,
+        build_objective: Callable[[], Objective],
+        stop_condition: Optional[Callable[[torch.Tensor], bool]] = None,
+    ) -> AttackedBatch:
+        """Attack ``perturbation``'s images with the objective ``build_objective()`` (built only when an attack
+        runs) and embed the result for training (:meth:`training_embeddings`). When no step can move the images
+        (:attr:`attack_enabled` is False) the result is the clean images, 0 steps, and no objective is built."""
+        if self.attack_enabled:
+            self.check_attack_memory(len(perturbation), inputs)
+        images = inputs[perturbation.source_rows]
+        if self.attack_enabled:
+            result = self.attack(images, build_objective(), stop_condition)
+        else:
+            result = PGDResult(adversarial=images, steps_taken=0, stopped_early=False, last_loss=None)
+        adversarial = self.training_embeddings(result, perturbation, embeddings)
+        return AttackedBatch(embeddings, inputs, triplets, perturbation, result, adversarial)
 
-    @property
-    def attacked_module(self) -> nn.Module:
-        """The module the attack runs on: the model itself, or the module inside a ``DistributedDataParallel``
-        wrapper, so that attack passes make no collective call and leave the gradient reducer untouched. The
-        training forward of the adversarial images goes through the wrapper (gradients synchronised once)."""
-        return self.model.module if self._wrapped else self.model
+    @staticmethod
+    def triplet_entry(losses: torch.Tensor, triplets: Triplets) -> Dict[str, Any]:
+        """A PML sub-loss of one value per triplet (reduced by the loss's reducer)."""
+        return {"losses": losses, "indices": triplets, "reduction_type": "triplet"}
 
-    def _idle_losses(self, inputs: torch.Tensor) -> Dict[str, Dict[str, Any]]:
-        """Zero losses of a batch without triplets under DDP: the rank still makes the training forward through
-        the wrapper that the other ranks make for their adversarial images (same collective calls on every rank)."""
-        self._attacking = True
-        try:
-            output = self.model(inputs)
-        finally:
-            self._attacking = False
-        losses = self.zero_losses()
-        losses["loss"] = {"losses": (output * 0).sum(), "indices": None, "reduction_type": "already_reduced"}
+    def adversarial_loss_dict(
+        self,
+        batch: AttackedBatch,
+        adversarial_triplet: Sequence[torch.Tensor],
+        triplet_losses: Optional[torch.Tensor] = None,
+        extra_losses: Optional[Dict[str, Dict[str, Any]]] = None,
+    ) -> Dict[str, Dict[str, Any]]:
+        """The PML loss dict: ``"loss"``, the triplet hinge (Eq. 1) of ``adversarial_triplet`` (the
+        (anchor, positive, negative) embeddings trained on; ``triplet_losses`` when the defense computed it),
+        then ``extra_losses``; records the statistics when ``collect_stats``."""
+        if triplet_losses is None:
+            triplet_losses = self.triplet_losses(*adversarial_triplet)
+        losses = {"loss": self.triplet_entry(triplet_losses, batch.triplets), **(extra_losses or {})}
+        if self.collect_stats:
+            self.record_stats(batch, adversarial_triplet)
         return losses
 
     # ----------------------------------------------------------------- shared machinery for subclasses
@@ -342,128 +316,9 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
 
     def triplet_losses(self, anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
         """Per-triplet hinge max(d(a, p) - d(a, n) + margin, 0) (Eq. 1)."""
-        gap = self.pair_distances(anchors, positives) - self.pair_distances(anchors, negatives)
-        return torch.relu(gap + self.margin)
+        return triplet_hinge(self.pair_distances(anchors, positives), self.pair_distances(anchors, negatives),
+                             self.margin)
 
-    @property
-    def chunk_size(self) -> Optional[int]:
-        """Images per pass in the current call: ``attack_batch_size``, else DEFAULT_CHUNK_BATCHES caller's batches."""
-        if self.attack_batch_size is not None:
-            return self.attack_batch_size
-        return None if self._batch_rows is None else DEFAULT_CHUNK_BATCHES * self._batch_rows
-
-    def _count_passes(self, forward_images: int, backward_images: int) -> None:
-        if self.collect_stats:
-            self.pgd_forward_images += forward_images
-            self.pgd_backward_images += backward_images
-
-    def constant_embeddings(self, images: torch.Tensor) -> torch.Tensor:
-        """Eval-mode embeddings without grad of images that stay clean during an attack (computed once, in
-        chunks; counted in the ``pgd_forward_images`` statistic)."""
-        size = self.chunk_size or max(len(images), 1)
-        self._attacking = True
-        try:
-            with frozen_model(self.attacked_module), torch.no_grad():
-                embeddings = torch.cat(
-                    [self.attacked_module(images[start:start + size]) for start in range(0, len(images), size)]
-                )
-        finally:
-            self._attacking = False
-        self._count_passes(len(images), 0)
-        return embeddings
-
-    def check_attack_memory(self, num_images: int, batch: torch.Tensor) -> None:
-        """Refuse an attack on ``num_images`` images shaped like the rows of ``batch`` whose copies cannot fit in
-        memory, before anything is allocated for it."""
-        needed = pgd.attack_memory_bytes((num_images, *batch.shape[1:]), batch.dtype)
-        available = pgd.available_memory(batch.device)
-        if needed > available:
-            triplets = "" if self._num_triplets is None else f"{self._num_triplets} triplets, "
-            raise MemoryError(
-                f"{type(self).__name__}(perturb={self.perturb!r}) would attack {num_images} images ({triplets}"
-                f"{self.perturb} perturbation): the attack needs about {needed:,} bytes "
-                f"({needed / 2**30:.2f} GiB) for {pgd.ENGINE_IMAGE_COPIES} copies of them but only {available:,} bytes "
-                f"({available / 2**30:.2f} GiB) are available on "
-                f"{batch.device}. Use perturb='unique' (each image once), fewer triplets per anchor, or a sparser "
-                "miner (e.g. TrideMiner instead of a dense TripletMarginMiner)"
-            )
-
-    def attack(
-        self,
-        images: torch.Tensor,
-        objective: Callable[[torch.Tensor], torch.Tensor],
-        stop_condition: Optional[Callable[[torch.Tensor], bool]] = None,
-    ) -> PGDResult:
-        """Run the PGD engine on ``images`` with the current step size, ``chunk_size`` images per pass."""
-        self.check_attack_memory(len(images), images)
-        self._attacking = True
-        try:
-            result = projected_gradient_descent(
-                self.attacked_module,
-                images,
-                objective,
-                eps=self.eps,
-                alpha=self.current_alpha,
-                steps=self.steps,
-                input_range=self.input_range,
-                stop_condition=stop_condition,
-                chunk_size=self.chunk_size,
-            )
-        except FloatingPointError:
-            if not self._wrapped:
-                raise
-            # under DDP the other ranks go on to their training forward and the gradient all-reduce: raising here
-            # alone would hang them. Carry on with NaN images instead; the NaN loss reaches every rank through the
-            # all-reduced gradients, where TrideTrainer's divergence guard stops them all
-            result = PGDResult(adversarial=torch.full_like(images, math.nan), steps_taken=0, stopped_early=False,
-                               last_loss=None)
-        finally:
-            self._attacking = False
-        self._count_passes(result.forward_images, result.backward_images)
-        return result
-
-    @contextlib.contextmanager
-    def _recomputation(self) -> Iterator[None]:
-        """Around a checkpointed chunk's recomputation: no input capture, buffers (BatchNorm running statistics)
-        left as the first forward made them."""
-        buffers = [(buffer, buffer.detach().clone()) for buffer in self.model.buffers()]
-        attacking, self._attacking = self._attacking, True
-        try:
-            yield
-        finally:
-            self._attacking = attacking
-            for buffer, saved in buffers:
-                buffer.data.copy_(saved)
-
-    def _checkpoint_contexts(self) -> Tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
-        return contextlib.nullcontext(), self._recomputation()
-
-    def training_embeddings(
-        self, result: PGDResult, perturbation: PerturbationSet, embeddings: torch.Tensor
-    ) -> torch.Tensor:
-        """Embeddings of the adversarial images in the model's current mode, with grad, for the training loss.
-
-        When no step was taken the adversarial images equal the clean ones, so the caller's embeddings of
-        those rows are reused instead of a second forward pass, except under ``DistributedDataParallel``, where
-        every rank makes this forward through the wrapper whatever its own attack did (same collective calls).
-        When there are more adversarial images than ``chunk_size`` (``perturb="per_triplet"`` with many
-        triplets), they are forwarded in chunks under ``torch.utils.checkpoint``: only the chunk inputs are kept,
-        and each chunk's activations are recomputed in the backward pass (dropout draws the same masks; running
-        statistics are updated once per chunk, not again by the recomputation). Each chunk is one batch for the
-        model, so BatchNorm in train mode normalises a chunk with that chunk's statistics.
-        """
-        if result.steps_taken == 0 and not self._wrapped:
-            return embeddings[perturbation.source_rows]
-        images, size = result.adversarial, self.chunk_size
-        self._attacking = True
-        try:
-            if size is None or len(images) <= size or not torch.is_grad_enabled():
-                return self.model(images)
-            return torch.cat([
-                torch.utils.checkpoint.checkpoint(
-                    self.model, images[start:start + size], use_reentrant=False, context_fn=self._checkpoint_contexts
-                )
-                for start in range(0, len(images), size)
-            ])
-        finally:
-            self._attacking = False
+    def triplet_hardness(self, anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+        """Per-triplet hardness h_i = d(a_i, p_i) - d(a_i, n_i) (the terms of Eq. 2)."""
+        return self.pair_distances(anchors, positives) - self.pair_distances(anchors, negatives)

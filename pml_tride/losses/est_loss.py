@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+import dataclasses
+from types import MappingProxyType
+from typing import Any, Dict, Optional
 
 import torch
 from pytorch_metric_learning.miners import BaseMiner
@@ -10,9 +12,9 @@ from pytorch_metric_learning.utils import common_functions as c_f
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from torch import nn
 
-from ..pgd import PGDResult
-from .adversarial_triplet_loss import AdversarialTripletLoss, PerturbationSet, Triplets
-from .triplet_diagnostics import ROLES, diagnostic_stat_names, record_triplet_diagnostics
+from ..validation import check_instance
+from .adversarial_triplet_loss import AdversarialTripletLoss, AttackedBatch, Objective, PerturbationSet, Triplets
+from .triplet_diagnostics import ROLES
 
 __all__ = ["ESTLoss"]
 
@@ -37,62 +39,39 @@ class ESTLoss(AdversarialTripletLoss):
 
     Args:
         model: maps images in ``input_range`` to embeddings; held by reference (see the base class).
-        margin: triplet margin (robrank: 0.2).
-        eps, alpha, steps: PGD radius, step size and number of steps (robrank: 8/255, 1/255, 32).
-        progressive_alpha: off by default: robrank uses a constant step size for its baselines.
-        perturb: "unique" (one delta per image, robrank's EST) or "per_triplet" (one copy per triplet and role).
         miner: re-mine on the adversarial embeddings (see above); needs ``perturb="unique"``.
-        input_range: valid pixel range of the inputs.
-        **kwargs: PML loss arguments (``distance``, ``reducer``, ``collect_stats``, ``triplets_per_anchor``).
+        **kwargs: the shared arguments (see :class:`AdversarialTripletLoss`); defaults here: steps=32,
+            progressive_alpha=False (robrank's constant step size); margin 0.2, eps 8/255, alpha 1/255 as robrank.
+            ``perturb``: "unique" (one delta per image, robrank's EST) or "per_triplet" (one copy per triplet and
+            role).
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        margin: float = 0.2,
-        eps: float = 8 / 255,
-        alpha: float = 1 / 255,
-        steps: int = 32,
-        progressive_alpha: bool = False,
-        perturb: str = "unique",
-        miner: Optional[BaseMiner] = None,
-        input_range: Tuple[float, float] = (0.0, 1.0),
-        **kwargs: Any,
-    ) -> None:
-        if miner is not None and not isinstance(miner, BaseMiner):
-            raise TypeError(f"miner must be a pytorch_metric_learning BaseMiner or None, got {type(miner).__name__}")
-        if miner is not None and perturb != "unique":
+    default_overrides = MappingProxyType({"steps": 32, "progressive_alpha": False})
+    diagnosed_roles = ROLES
+
+    def __init__(self, model: nn.Module, *, miner: Optional[BaseMiner] = None, **kwargs: Any) -> None:
+        check_instance("miner", miner, BaseMiner, "a pytorch_metric_learning BaseMiner", optional=True)
+        super().__init__(model, **kwargs)
+        if miner is not None and self.perturb != "unique":
             raise ValueError(
                 f"perturb must be 'unique' when a miner re-mines the adversarial batch (every image is perturbed "
-                f"once), got perturb={perturb!r}"
+                f"once), got perturb={self.perturb!r}"
             )
-        super().__init__(
-            model,
-            margin=margin,
-            eps=eps,
-            alpha=alpha,
-            steps=steps,
-            progressive_alpha=progressive_alpha,
-            perturb=perturb,
-            input_range=input_range,
-            **kwargs,
-        )
         self.miner = miner
-        self.register_stats(diagnostic_stat_names(ROLES))
 
     # ----------------------------------------------------------------- the adversarial objective
     def embedding_shift_loss(self, adversarial: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
         """-mean_j d(f(x'_j), f(x_j)): minimised, it maximises the embedding shift (robrank advrank_loss.py)."""
         return -self.pair_distances(adversarial, clean).mean()
 
-    def _attack(self, inputs: torch.Tensor, perturbation: PerturbationSet) -> PGDResult:
-        images = inputs[perturbation.source_rows]
-        if not self.attack_enabled:
-            return PGDResult(adversarial=images, steps_taken=0, stopped_early=False, last_loss=None)
+    def _objective(self, inputs: torch.Tensor, perturbation: PerturbationSet) -> Objective:
         unique_rows, positions = torch.unique(perturbation.source_rows, return_inverse=True)
         clean = self.constant_embeddings(inputs[unique_rows])[positions]
-        return self.attack(images, lambda adversarial: self.embedding_shift_loss(adversarial, clean))
+        return lambda adversarial: self.embedding_shift_loss(adversarial, clean)
+
+    def _perturb(self, embeddings, inputs, triplets, perturbation) -> AttackedBatch:
+        return self.attacked_batch(embeddings, inputs, triplets, perturbation,
+                                   lambda: self._objective(inputs, perturbation))
 
     # ----------------------------------------------------------------- one mini-batch
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels) -> Dict[str, Dict[str, Any]]:
@@ -102,35 +81,19 @@ class ESTLoss(AdversarialTripletLoss):
             raise ValueError("ESTLoss(miner=...) re-mines the adversarial batch and needs labels")
         inputs = self._resolve_inputs(embeddings).to(embeddings.device)
         perturbation = PerturbationSet((torch.arange(len(embeddings), device=embeddings.device),), "unique")
-        result = self._attack(inputs, perturbation)
-        adversarial = self.training_embeddings(result, perturbation, embeddings)
-        mined = self.miner(adversarial.detach(), labels)
+        batch = self._perturb(embeddings, inputs, None, perturbation)
+        mined = self.miner(batch.adversarial.detach(), labels)
         triplets = lmu.convert_to_triplets(mined, labels, t_per_anchor=self.triplets_per_anchor)
         triplets = tuple(c_f.to_device(index, embeddings) for index in triplets)
         if len(triplets[0]) == 0:
             return self.zero_losses()
-        return self._loss_dict(embeddings, inputs, triplets, perturbation, result, adversarial, triplets)
+        batch = dataclasses.replace(batch, triplets=triplets)
+        return self.adversarial_loss_dict(batch, tuple(batch.adversarial[rows] for rows in triplets))
 
     def compute_adversarial_loss(
         self, embeddings: torch.Tensor, inputs: torch.Tensor, triplets: Triplets
     ) -> Dict[str, Dict[str, Any]]:
-        perturbation = PerturbationSet(triplets, self.perturb)
-        result = self._attack(inputs, perturbation)
-        adversarial = self.training_embeddings(result, perturbation, embeddings)
-        return self._loss_dict(embeddings, inputs, triplets, perturbation, result, adversarial,
-                               perturbation.role_positions)
-
-    def _loss_dict(self, embeddings, inputs, triplets, perturbation, result, adversarial, role_positions):
-        """The triplet loss on the adversarial embeddings; ``role_positions`` index ``adversarial`` per role."""
-        adversarial_triplet = tuple(adversarial[rows] for rows in role_positions)
-        loss_dict = {
-            "loss": {
-                "losses": self.triplet_losses(*adversarial_triplet),
-                "indices": triplets,
-                "reduction_type": "triplet",
-            }
-        }
-        if self.collect_stats:
-            record_triplet_diagnostics(self, embeddings, inputs, triplets, perturbation, result, adversarial,
-                                       adversarial_triplet, ROLES)
-        return loss_dict
+        batch = self._perturb(embeddings, inputs, triplets, PerturbationSet(triplets, self.perturb))
+        return self.adversarial_loss_dict(
+            batch, tuple(batch.adversarial[rows] for rows in batch.perturbation.role_positions)
+        )

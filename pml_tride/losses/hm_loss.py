@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+from types import MappingProxyType
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
@@ -11,9 +11,9 @@ from pytorch_metric_learning.utils import common_functions as c_f
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from torch import nn
 
-from ..pgd import PGDResult
+from ..validation import check_choice, check_instance, check_number
 from .adversarial_triplet_loss import AdversarialTripletLoss, PerturbationSet, Triplets
-from .triplet_diagnostics import ROLES, diagnostic_stat_names, record_triplet_diagnostics
+from .triplet_diagnostics import ROLES
 
 __all__ = ["HMLoss", "DESTINATIONS", "saturation_stop"]
 
@@ -67,75 +67,53 @@ class HMLoss(AdversarialTripletLoss):
 
     Args:
         model: maps images in ``input_range`` to embeddings; held by reference (see the base class).
-        margin: triplet margin (robrank: 0.2); also the LGA bound.
-        eps, alpha, steps: PGD radius, step size and maximum number of steps (robrank: 8/255, 1/255, 32).
         destination: "gradual", "miner" or "unbounded" (see above).
         destination_miner: a PML miner for ``destination="miner"`` (an error with the other destinations).
         ics_weight: weight of ICS (robrank: 0.5, or 0.05); 0 turns ICS off.
         saturation_tolerance: the saturation stop's |change of the loss| threshold; 0 stops only at a zero loss.
         initial_previous_loss: L_prev before the first call (robrank: 2.0).
-        progressive_alpha: off by default: robrank uses a constant step size for its baselines.
-        perturb: "unique" (one delta per image across the three roles) or "per_triplet" (robrank: copies of
-            A, P and N per triplet, each with its own delta).
-        input_range: valid pixel range of the inputs.
-        **kwargs: PML loss arguments (``distance``, ``reducer``, ``collect_stats``, ``triplets_per_anchor``).
+        **kwargs: the shared arguments (see :class:`AdversarialTripletLoss`); defaults here: steps=32 (the
+            maximum number of steps), progressive_alpha=False (robrank's constant step size); margin 0.2 (also the
+            LGA bound), eps 8/255, alpha 1/255 as robrank. ``perturb``: "unique" (one delta per image across the
+            three roles) or "per_triplet" (robrank: copies of A, P and N per triplet, each with its own delta).
     """
+
+    default_overrides = MappingProxyType({"steps": 32, "progressive_alpha": False})
+    diagnosed_roles = ROLES
 
     def __init__(
         self,
         model: nn.Module,
         *,
-        margin: float = 0.2,
-        eps: float = 8 / 255,
-        alpha: float = 1 / 255,
-        steps: int = 32,
         destination: str = "gradual",
         destination_miner: Optional[BaseMiner] = None,
         ics_weight: float = 0.5,
         saturation_tolerance: float = SATURATION_TOLERANCE,
         initial_previous_loss: float = INITIAL_PREVIOUS_LOSS,
-        progressive_alpha: bool = False,
-        perturb: str = "unique",
-        input_range: Tuple[float, float] = (0.0, 1.0),
         **kwargs: Any,
     ) -> None:
-        if destination not in DESTINATIONS:
-            raise ValueError(f"destination must be one of {DESTINATIONS}, got {destination!r}")
-        if destination_miner is not None:
-            if destination != "miner":
-                raise ValueError(
-                    f"destination_miner is used only with destination='miner', got destination={destination!r}"
-                )
-            if not isinstance(destination_miner, BaseMiner):
-                raise TypeError(
-                    "destination_miner must be a pytorch_metric_learning BaseMiner, got "
-                    f"{type(destination_miner).__name__}"
-                )
+        check_choice("destination", destination, DESTINATIONS)
+        if destination_miner is not None and destination != "miner":
+            raise ValueError(
+                f"destination_miner is used only with destination='miner', got destination={destination!r}"
+            )
+        check_instance("destination_miner", destination_miner, BaseMiner, "a pytorch_metric_learning BaseMiner",
+                       optional=True)
         for name, value in (("ics_weight", ics_weight), ("saturation_tolerance", saturation_tolerance),
                             ("initial_previous_loss", initial_previous_loss)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+            check_number(name, value, minimum=0)
         self.ics_weight = ics_weight  # read by _sub_loss_names during PML's constructor
-        super().__init__(
-            model,
-            margin=margin,
-            eps=eps,
-            alpha=alpha,
-            steps=steps,
-            progressive_alpha=progressive_alpha,
-            perturb=perturb,
-            input_range=input_range,
-            **kwargs,
-        )
+        super().__init__(model, **kwargs)
         if destination == "miner" and destination_miner is None:
-            destination_miner = TripletMarginMiner(margin=margin, type_of_triplets="semihard", distance=self.distance)
+            destination_miner = TripletMarginMiner(margin=self.margin, type_of_triplets="semihard",
+                                                   distance=self.distance)
         self.destination, self.destination_miner = destination, destination_miner
         self.saturation_tolerance = saturation_tolerance
         self.previous_loss = float(initial_previous_loss)
         self._labels: Optional[torch.Tensor] = None
         self.add_to_recordable_attributes(list_of_names=["ics_weight"], is_stat=False)
-        destination_stats = [] if destination == "unbounded" else ["hardness_destination"]
-        self.register_stats(diagnostic_stat_names(ROLES) + destination_stats)
+        if destination != "unbounded":
+            self.register_stats(["hardness_destination"])
 
     def _sub_loss_names(self):
         return ["loss", "ics_loss"] if self.ics_weight > 0 else ["loss"]
@@ -162,9 +140,7 @@ class HMLoss(AdversarialTripletLoss):
             mined = self.destination_miner(clean, labels)
             rows = lmu.convert_to_triplets(mined, labels, t_per_anchor=self.triplets_per_anchor)
             dest_anchors, dest_positives, dest_negatives = (c_f.to_device(index, clean) for index in rows)
-            hardness = self.pair_distances(clean[dest_anchors], clean[dest_positives]) - self.pair_distances(
-                clean[dest_anchors], clean[dest_negatives]
-            )
+            hardness = self.triplet_hardness(clean[dest_anchors], clean[dest_positives], clean[dest_negatives])
             zeros = torch.zeros(len(clean), dtype=hardness.dtype, device=clean.device)
             sums = zeros.index_add(0, dest_anchors, hardness)
             counts = zeros.index_add(0, dest_anchors, torch.ones_like(hardness))
@@ -188,8 +164,8 @@ class HMLoss(AdversarialTripletLoss):
         return torch.clamp(source_hardness - destination_hardness, max=0).pow(2).mean()
 
     def source_hardness(self, anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
-        """H_i = d(a_i, p_i) - d(a_i, n_i) per triplet."""
-        return self.pair_distances(anchors, positives) - self.pair_distances(anchors, negatives)
+        """H_i = d(a_i, p_i) - d(a_i, n_i) per triplet (:meth:`triplet_hardness`)."""
+        return self.triplet_hardness(anchors, positives, negatives)
 
     def ics_losses(
         self, anchors: torch.Tensor, adversarial_anchors: torch.Tensor, positives: torch.Tensor
@@ -224,27 +200,21 @@ class HMLoss(AdversarialTripletLoss):
     ) -> Dict[str, Dict[str, Any]]:
         anchors, positives, _ = triplets
         perturbation = PerturbationSet(triplets, self.perturb)
-        images = inputs[perturbation.source_rows]
         destination = has_destination = None
         if self.destination != "unbounded":
             destination, has_destination = self.destination_hardness(embeddings, self._labels, anchors)
-        if self.attack_enabled:
-            stop = None if self.destination == "unbounded" else saturation_stop(self.saturation_tolerance)
-            result = self.attack(images, self._objective(perturbation.role_positions, destination, has_destination),
-                                 stop)
-        else:
-            result = PGDResult(adversarial=images, steps_taken=0, stopped_early=False, last_loss=None)
-        adversarial = self.training_embeddings(result, perturbation, embeddings)
-        adversarial_triplet = tuple(adversarial[rows] for rows in perturbation.role_positions)
+        stop = None if self.destination == "unbounded" else saturation_stop(self.saturation_tolerance)
+        batch = self.attacked_batch(
+            embeddings, inputs, triplets, perturbation,
+            lambda: self._objective(perturbation.role_positions, destination, has_destination), stop,
+        )
+        adversarial_triplet = tuple(batch.adversarial[rows] for rows in perturbation.role_positions)
         triplet_losses = self.triplet_losses(*adversarial_triplet)
         self.previous_loss = triplet_losses.detach().mean().item()
-        loss_dict = {"loss": {"losses": triplet_losses, "indices": triplets, "reduction_type": "triplet"}}
+        extra_losses = {}
         if self.ics_weight > 0:
             ics = self.ics_losses(embeddings[anchors], adversarial_triplet[0], embeddings[positives])
-            loss_dict["ics_loss"] = {"losses": ics, "indices": triplets, "reduction_type": "triplet"}
-        if self.collect_stats:
-            record_triplet_diagnostics(self, embeddings, inputs, triplets, perturbation, result, adversarial,
-                                       adversarial_triplet, ROLES)
-            if destination is not None and bool(has_destination.any()):
-                self.hardness_destination = destination[has_destination].mean().item()
-        return loss_dict
+            extra_losses["ics_loss"] = self.triplet_entry(ics, triplets)
+        if self.collect_stats and destination is not None and bool(has_destination.any()):
+            self.hardness_destination = destination[has_destination].mean().item()
+        return self.adversarial_loss_dict(batch, adversarial_triplet, triplet_losses, extra_losses)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
 from ..adaptive_lambda import AdaptiveLambda, resolve_lam
-from ..pgd import PGDResult
+from ..collapseness import mean_hardness, triplet_hinge
 from ..reducers import CollapsenessReducer
 from ..schedules import PhaseCycle
-from .adversarial_triplet_loss import AdversarialTripletLoss, PerturbationSet, Triplets
+from ..validation import check_bool, check_choice, check_instance, check_number
+from .adversarial_triplet_loss import AdversarialTripletLoss, AttackedBatch, PerturbationSet, Triplets
 
 __all__ = ["TrideLoss", "AWARENESS", "VARIANTS", "ORIENTATIONS"]
 
@@ -43,8 +43,6 @@ class TrideLoss(AdversarialTripletLoss):
 
     Args:
         model: maps images in ``input_range`` to embeddings; held by reference (see the base class).
-        margin: triplet margin beta_T (Eq. 1).
-        eps, alpha, steps: PGD radius, step size and maximum number of steps (Section 4.1: 8/255, 1/255, 16).
         lam: attention factor lambda of collapseness (Eq. 7), a number >= 0, or "auto" (or an
             :class:`~pml_tride.adaptive_lambda.AdaptiveLambda`): set from the entanglement of the clean batches
             (needs labels); a number is ignored when ``collapseness_reducer`` is given, "auto" sets its lambda.
@@ -54,77 +52,51 @@ class TrideLoss(AdversarialTripletLoss):
         top_rank: use the top-rank pair Delta_TR and L_TR (Table 4: ``top_rank=False`` is "w/o TPR").
         gamma: weight of L_TR (Eq. 13); ``gamma=0`` keeps Delta_TR only (Table 4: "w/o L_TR").
         beta_tr: margin of L_TR (Eq. 13).
-        progressive_alpha: step size alpha * epoch / total_epochs (Appendix C); call :meth:`set_epoch`.
-        perturb: "unique" images per role, or "per_triplet" copies (the released code).
         variant: "paper" equations, or "reference" for the released code's choices (reference doc section 1.9):
             softmax weighting of d_w, L_ANP = max(C, 0) + e^{min(C,0)} max(Delta', 0) with a detached weight,
             its 1e-5 stopping tolerance, and L_TR added in every phase, CAP included (section 1.7).
         orientation: "stop" (ICML: the attack stops once its loss max(g, 0) is 0) or "assist" (COLO-TRIDE: from
             epoch total_epochs / 4 on, each step minimises g while g > 0 and -g once g <= 0, for all steps);
             needs :meth:`set_epoch`. Not defined for ``awareness="none"`` or ``variant="reference"``.
-        input_range: valid pixel range of the inputs.
         collapseness_reducer: the :class:`CollapsenessReducer` computing d_w; defaults to one with ``lam`` and the
             variant's weighting.
-        **kwargs: PML loss arguments (``distance``, ``reducer``, ``collect_stats``, ``embedding_regularizer``,
-            ``triplets_per_anchor``).
+        **kwargs: the shared arguments (see :class:`AdversarialTripletLoss`), with the base defaults (Section 4.1:
+            eps 8/255, alpha 1/255, at most 16 steps; progressive alpha of Appendix C, which needs
+            :meth:`set_epoch`; ``perturb="per_triplet"`` gives the released code's copies).
     """
 
     def __init__(
         self,
         model: nn.Module,
         *,
-        margin: float = 0.2,
-        eps: float = 8 / 255,
-        alpha: float = 1 / 255,
-        steps: int = 16,
         lam: Union[float, str, AdaptiveLambda] = 10.0,
         phase: str = "tride",
         awareness: str = "collapse",
         top_rank: bool = True,
         gamma: float = 0.5,
         beta_tr: float = 0.04,
-        progressive_alpha: bool = True,
-        perturb: str = "unique",
         variant: str = "paper",
         orientation: str = "stop",
-        input_range: Tuple[float, float] = (0.0, 1.0),
         collapseness_reducer: Optional[CollapsenessReducer] = None,
         **kwargs: Any,
     ) -> None:
-        if awareness not in AWARENESS:
-            raise ValueError(f"awareness must be one of {AWARENESS}, got {awareness!r}")
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-        if orientation not in ORIENTATIONS:
-            raise ValueError(f"orientation must be one of {ORIENTATIONS}, got {orientation!r}")
+        check_choice("awareness", awareness, AWARENESS)
+        check_choice("variant", variant, VARIANTS)
+        check_choice("orientation", orientation, ORIENTATIONS)
         if orientation == "assist" and (awareness == "none" or variant == "reference"):
             raise ValueError(
                 "orientation='assist' (COLO-TRIDE) turns the aware adversary's stop into assisting; it needs "
                 f"awareness 'collapse' or 'hardness' and variant='paper', got awareness={awareness!r}, "
                 f"variant={variant!r} (the released code has no COLO, reference doc section 1.11)"
             )
-        if not isinstance(top_rank, bool):
-            raise ValueError(f"top_rank must be True or False, got {top_rank!r}")
-        for name, value in (("gamma", gamma), ("beta_tr", beta_tr)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if collapseness_reducer is not None and not isinstance(collapseness_reducer, CollapsenessReducer):
-            raise TypeError(
-                f"collapseness_reducer must be a CollapsenessReducer, got {type(collapseness_reducer).__name__}"
-            )
+        check_bool("top_rank", top_rank)
+        check_number("gamma", gamma, minimum=0)
+        check_number("beta_tr", beta_tr, minimum=0)
+        check_instance("collapseness_reducer", collapseness_reducer, CollapsenessReducer, "a CollapsenessReducer",
+                       optional=True)
         self.with_top_rank_loss = top_rank and gamma > 0
         initial_lam, adaptive_lambda = resolve_lam(lam)
-        super().__init__(
-            model,
-            margin=margin,
-            eps=eps,
-            alpha=alpha,
-            steps=steps,
-            progressive_alpha=progressive_alpha,
-            perturb=perturb,
-            input_range=input_range,
-            **kwargs,
-        )
+        super().__init__(model, **kwargs)
         self.phase_cycle = PhaseCycle(phase)
         if collapseness_reducer is None:
             collapseness_reducer = CollapsenessReducer(lam=initial_lam, weighting=variant)
@@ -162,14 +134,13 @@ class TrideLoss(AdversarialTripletLoss):
     # ----------------------------------------------------------------- the adversarial objectives
     def collapseness(self, ap_dists: torch.Tensor, an_dists: torch.Tensor) -> torch.Tensor:
         """C = d_w(A, P) - d_w(A, N) (Eq. 5) with the injected reducer's weighting."""
-        reducer = self.collapseness_reducer
-        return reducer.weighted_mean(ap_dists) - reducer.weighted_mean(an_dists)
+        return self.collapseness_reducer.collapseness(ap_dists, an_dists)
 
     def awareness_score(self, ap_dists: torch.Tensor, an_dists: torch.Tensor) -> torch.Tensor:
         """The quantity the adversary maximises: C for "collapse", H (Eq. 2) for "hardness" and "none"."""
         if self.awareness == "collapse":
             return self.collapseness(ap_dists, an_dists)
-        return ap_dists.mean() - an_dists.mean()
+        return mean_hardness(ap_dists, an_dists)
 
     def candidate_perturbation_margin(self, ap_dists: torch.Tensor, an_dists: torch.Tensor) -> torch.Tensor:
         """g_CAP = -C (-H for hardness and the naive adversary), the term that Eq. 10 clips at 0."""
@@ -233,7 +204,7 @@ class TrideLoss(AdversarialTripletLoss):
 
     def top_rank_loss(self, ap_dists: torch.Tensor, an_dists: torch.Tensor) -> torch.Tensor:
         """L_TR = gamma max(d(A, P_v) - d(A, N_v) + beta_TR, 0) (Eq. 13), nearest halves chosen independently."""
-        return self.gamma * torch.relu(top_half_mean(ap_dists) - top_half_mean(an_dists) + self.beta_tr)
+        return self.gamma * triplet_hinge(top_half_mean(ap_dists), top_half_mean(an_dists), self.beta_tr)
 
     def _stop_condition(self, assisting: bool):
         if self.awareness == "none" or assisting:
@@ -300,65 +271,42 @@ class TrideLoss(AdversarialTripletLoss):
         anchors, positives, negatives = triplets
         phase = self.phase_cycle.next()
         self.last_phase = phase
-        if phase == "cap":
-            perturbation = PerturbationSet((positives, negatives), self.perturb)
-            positive_rows, negative_rows = perturbation.role_positions
-        else:
-            perturbation = PerturbationSet((anchors,), self.perturb)
-            (anchor_rows,) = perturbation.role_positions
-        if self.attack_enabled:
-            self.check_attack_memory(len(perturbation), inputs)
-        images = inputs[perturbation.source_rows]
+        roles = (positives, negatives) if phase == "cap" else (anchors,)
+        perturbation = PerturbationSet(roles, self.perturb)
         assist_steps = [] if self.assisting else None
-        if self.attack_enabled:
-            objective = self._objective(phase, inputs, triplets, perturbation, assist_steps)
-            result = self.attack(images, objective, self._stop_condition(assist_steps is not None))
-        else:
-            result = PGDResult(adversarial=images, steps_taken=0, stopped_early=False, last_loss=None)
-        adversarial = self.training_embeddings(result, perturbation, embeddings)
+        batch = self.attacked_batch(
+            embeddings, inputs, triplets, perturbation,
+            lambda: self._objective(phase, inputs, triplets, perturbation, assist_steps),
+            self._stop_condition(assist_steps is not None),
+        )
+        adversarial = batch.adversarial
         if phase == "cap":
-            anchor_emb, positive_emb, negative_emb = (
-                embeddings[anchors], adversarial[positive_rows], adversarial[negative_rows]
-            )
+            positive_rows, negative_rows = perturbation.role_positions
+            adversarial_triplet = (embeddings[anchors], adversarial[positive_rows], adversarial[negative_rows])
         else:
-            anchor_emb, positive_emb, negative_emb = (
-                adversarial[anchor_rows], embeddings[positives], embeddings[negatives]
-            )
-        loss_dict = {
-            "loss": {
-                "losses": self.triplet_losses(anchor_emb, positive_emb, negative_emb),
-                "indices": triplets,
-                "reduction_type": "triplet",
-            }
-        }
+            (anchor_rows,) = perturbation.role_positions
+            adversarial_triplet = (adversarial[anchor_rows], embeddings[positives], embeddings[negatives])
+        triplet_losses = self.triplet_losses(*adversarial_triplet)  # before L_TR: the graph's order stays as it was
+        extra_losses = {}
         if self.with_top_rank_loss:
             # the paper adds L_TR in ANP (Eq. 14); the released code on every adversarial step (section 1.7)
             if phase == "anp" or self.variant == "reference":
+                anchor_emb, positive_emb, negative_emb = adversarial_triplet
                 top_rank = self.top_rank_loss(
                     self.pair_distances(anchor_emb, positive_emb), self.pair_distances(anchor_emb, negative_emb)
                 )
-                loss_dict["top_rank_loss"] = {"losses": top_rank, "indices": None, "reduction_type": "already_reduced"}
+                extra_losses["top_rank_loss"] = {"losses": top_rank, "indices": None,
+                                                 "reduction_type": "already_reduced"}
             else:
-                loss_dict["top_rank_loss"] = self.zero_loss()
+                extra_losses["top_rank_loss"] = self.zero_loss()
         if self.collect_stats:
             self.assist_steps = int(torch.stack(assist_steps).sum()) if assist_steps else 0
-            self._record_stats(embeddings, triplets, perturbation, result, inputs, adversarial,
-                               (anchor_emb, positive_emb, negative_emb))
-        return loss_dict
+        return self.adversarial_loss_dict(batch, adversarial_triplet, triplet_losses, extra_losses)
 
-    def _record_stats(self, embeddings, triplets, perturbation, result, inputs, adversarial, adversarial_triplet):
-        anchors, positives, negatives = triplets
-        with torch.no_grad():
-            clean_ap = self.pair_distances(embeddings[anchors], embeddings[positives])
-            clean_an = self.pair_distances(embeddings[anchors], embeddings[negatives])
-            self.collapseness_clean = self.collapseness(clean_ap, clean_an).item()
-            self.record_clean_diagnostics(embeddings, clean_ap, clean_an)
-            anchor_emb, positive_emb, negative_emb = adversarial_triplet
-            self.collapseness_adv = self.collapseness(
-                self.pair_distances(anchor_emb, positive_emb), self.pair_distances(anchor_emb, negative_emb)
-            ).item()
-            self.pgd_steps = result.steps_taken
-            self.num_perturbed = len(perturbation)
-            clean_images = inputs[perturbation.source_rows]
-            self.max_perturbation = (result.adversarial - clean_images).abs().max().item()
-            self.embedding_shift = self.pair_distances(adversarial, embeddings[perturbation.source_rows]).mean().item()
+    def record_defense_stats(
+        self, batch: AttackedBatch, clean: Tuple[torch.Tensor, torch.Tensor],
+        adversarial: Tuple[torch.Tensor, torch.Tensor],
+    ) -> None:
+        """C of the clean and the adversarial triplets (Eq. 5) with the loss's own weighting."""
+        self.collapseness_clean = self.collapseness(*clean).item()
+        self.collapseness_adv = self.collapseness(*adversarial).item()

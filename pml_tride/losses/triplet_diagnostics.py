@@ -1,18 +1,16 @@
-"""Per-call diagnostics shared by the baseline defenses (EST, ACT, HM): collapseness, hardness, separability,
-mean distance and the embedding shift of every perturbed role, recorded as PML stats.
+"""Per-call diagnostics shared by the baseline defenses (EST, ACT, HM): collapseness, hardness and the embedding
+shift of every perturbed role, recorded as PML stats (``AdversarialTripletLoss.diagnosed_roles``).
 
 The reproduction study plots these per iteration for every defense (CA-TRIDE Section 4.3, Figure 5).
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Any, List, Sequence, Tuple
 
 import torch
 
 from ..collapseness import collapseness, hardness
-from ..pgd import PGDResult
-from .adversarial_triplet_loss import AdversarialTripletLoss, PerturbationSet, Triplets
 
 __all__ = ["ROLES", "DIAGNOSTIC_LAM", "diagnostic_stat_names", "record_triplet_diagnostics"]
 
@@ -30,40 +28,25 @@ def diagnostic_stat_names(perturbed_roles: Sequence[str]) -> List[str]:
 
 
 def record_triplet_diagnostics(
-    loss: AdversarialTripletLoss,
-    embeddings: torch.Tensor,
-    inputs: torch.Tensor,
-    triplets: Triplets,
-    perturbation: PerturbationSet,
-    result: PGDResult,
-    adversarial: torch.Tensor,
+    loss: Any,
+    clean_triplet: Sequence[torch.Tensor],
     adversarial_triplet: Sequence[torch.Tensor],
+    clean: Tuple[torch.Tensor, torch.Tensor],
+    adversarial: Tuple[torch.Tensor, torch.Tensor],
     perturbed_roles: Sequence[str],
 ) -> None:
-    """Fill the base stats and :func:`diagnostic_stat_names` of one call.
+    """Fill :func:`diagnostic_stat_names` on ``loss`` (an ``AdversarialTripletLoss``) for one call.
 
-    ``adversarial`` are the training embeddings of ``perturbation``'s images; ``adversarial_triplet`` the
-    (anchor, positive, negative) embeddings the loss trains on. Shifts are d(f(x'), f(x)) against the caller's
-    (clean) embeddings of the same rows.
+    ``clean_triplet`` and ``adversarial_triplet`` are the (anchor, positive, negative) embeddings of the caller's
+    clean triplets and of those the loss trains on; ``clean`` and ``adversarial`` their (d(a, p), d(a, n)).
+    Shifts are d(f(x'), f(x)) against the clean embeddings of the same rows.
     """
     with torch.no_grad():
-        clean_triplet = tuple(embeddings[rows] for rows in triplets)
-        clean_ap = loss.pair_distances(clean_triplet[0], clean_triplet[1])
-        clean_an = loss.pair_distances(clean_triplet[0], clean_triplet[2])
-        adv_ap = loss.pair_distances(adversarial_triplet[0], adversarial_triplet[1])
-        adv_an = loss.pair_distances(adversarial_triplet[0], adversarial_triplet[2])
-        loss.record_clean_diagnostics(embeddings, clean_ap, clean_an)
-        loss.collapseness_clean = collapseness(clean_ap, clean_an, lam=DIAGNOSTIC_LAM).item()
-        loss.collapseness_adv = collapseness(adv_ap, adv_an, lam=DIAGNOSTIC_LAM).item()
-        loss.hardness_clean = hardness(clean_ap, clean_an).item()
-        loss.hardness_adv = hardness(adv_ap, adv_an).item()
-        loss.pgd_steps = result.steps_taken
-        loss.num_perturbed = len(perturbation)
-        loss.max_perturbation = (result.adversarial - inputs[perturbation.source_rows]).abs().max().item()
-        loss.embedding_shift = loss.pair_distances(adversarial, embeddings[perturbation.source_rows]).mean().item()
-        shifts: Dict[str, torch.Tensor] = {
-            role: loss.pair_distances(adversarial_triplet[index], clean_triplet[index]).mean()
-            for index, role in enumerate(ROLES)
-        }
+        loss.collapseness_clean = collapseness(*clean, lam=DIAGNOSTIC_LAM).item()
+        loss.collapseness_adv = collapseness(*adversarial, lam=DIAGNOSTIC_LAM).item()
+        loss.hardness_clean = hardness(*clean).item()
+        loss.hardness_adv = hardness(*adversarial).item()
         for role in perturbed_roles:
-            setattr(loss, f"embedding_shift_{role}", shifts[role].item())
+            index = ROLES.index(role)
+            shift = loss.pair_distances(adversarial_triplet[index], clean_triplet[index]).mean()
+            setattr(loss, f"embedding_shift_{role}", shift.item())

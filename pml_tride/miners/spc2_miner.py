@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
-from pytorch_metric_learning.miners import BaseMiner
+
+from .seeded_miner import SeededMiner
 
 __all__ = ["SPC2Miner", "spc2_anchor_rows"]
 
@@ -28,7 +29,7 @@ def spc2_anchor_rows(labels: torch.Tensor, miner_name: str) -> torch.Tensor:
     return even
 
 
-class SPC2Miner(BaseMiner):
+class SPC2Miner(SeededMiner):
     """One triplet per same-class pair of an SPC-2 batch: anchor 2i (robrank's ``spc2-*`` miners).
 
     An anchor without any other-label row in the batch gets no triplet (robrank then draws any row, which can give
@@ -41,28 +42,13 @@ class SPC2Miner(BaseMiner):
     """
 
     def __init__(self, seed: Optional[int] = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(seed=seed, **kwargs)
         if self.distance.is_inverted:
             raise ValueError(
                 f"{type(self).__name__} needs a distance (smaller = closer), got the similarity "
                 f"{type(self.distance).__name__}"
             )
-        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self.add_to_recordable_attributes(list_of_names=["pos_pair_dist", "neg_pair_dist"], is_stat=True)
-
-    def get_extra_state(self) -> Dict[str, Any]:
-        return {"generator": self.generator.get_state() if self.generator is not None else None}
-
-    def set_extra_state(self, state: Dict[str, Any]) -> None:
-        if state["generator"] is not None:
-            if self.generator is None:
-                self.generator = torch.Generator()
-            self.generator.set_state(state["generator"])
-
-    def uniform_choice(self, mask: torch.Tensor) -> torch.Tensor:
-        """For each row, a column drawn uniformly among the True entries of ``mask`` (rows need one)."""
-        scores = torch.rand(mask.shape, generator=self.generator).to(mask.device)
-        return torch.where(mask, scores, torch.full_like(scores, -1.0)).argmax(dim=1)
 
     def select(
         self, anchors: torch.Tensor, same_label: torch.Tensor, other_label: torch.Tensor, distances: torch.Tensor

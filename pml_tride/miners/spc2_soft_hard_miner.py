@@ -6,6 +6,7 @@ from typing import Any, Optional, Tuple
 
 import torch
 
+from ..validation import check_bool
 from .spc2_miner import SPC2Miner
 
 __all__ = ["SPC2SoftHardMiner"]
@@ -36,8 +37,7 @@ class SPC2SoftHardMiner(SPC2Miner):
 
     def __init__(self, anchor_as_positive: bool = False, seed: Optional[int] = None, **kwargs: Any) -> None:
         super().__init__(seed=seed, **kwargs)
-        if not isinstance(anchor_as_positive, bool):
-            raise ValueError(f"anchor_as_positive must be a bool, got {anchor_as_positive!r}")
+        check_bool("anchor_as_positive", anchor_as_positive)
         self.anchor_as_positive = anchor_as_positive
         self.add_to_recordable_attributes(
             list_of_names=["num_fallback_negatives", "num_fallback_positives"], is_stat=True

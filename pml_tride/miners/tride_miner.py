@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, Optional, Tuple
 
 import torch
-from pytorch_metric_learning.miners import BaseMiner
 
 from ..schedules import SCHEDULES, check_epoch, semi_hard_band
+from ..validation import check_choice, check_number
+from .seeded_miner import SeededMiner
 from .spc2_miner import spc2_anchor_rows
 
 __all__ = ["TrideMiner", "ANCHOR_MODES"]
@@ -18,7 +18,7 @@ __all__ = ["TrideMiner", "ANCHOR_MODES"]
 ANCHOR_MODES = ("all", "spc2")
 
 
-class TrideMiner(BaseMiner):
+class TrideMiner(SeededMiner):
     """Semi-hard triplets d(a,p) < d(a,n) < d(a,p) + eta with eta following the epoch schedule.
 
     ``schedule="paper"``: eta = margin (1 - (e / 2E)^2) (Eq. 32); ``"reference"``: margin (1 - e / 2E)^2 (the
@@ -48,15 +48,11 @@ class TrideMiner(BaseMiner):
         anchors: str = "all",
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin <= 0:
-            raise ValueError(f"margin must be a finite number > 0, got {margin!r}")
-        if schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-        if isinstance(triplets_per_anchor, bool) or not isinstance(triplets_per_anchor, int) or triplets_per_anchor < 1:
-            raise ValueError(f"triplets_per_anchor must be an integer >= 1, got {triplets_per_anchor!r}")
-        if anchors not in ANCHOR_MODES:
-            raise ValueError(f"anchors must be one of {ANCHOR_MODES}, got {anchors!r}")
+        super().__init__(seed=seed, **kwargs)
+        check_number("margin", margin, minimum=0, above=True)
+        check_choice("schedule", schedule, SCHEDULES)
+        check_number("triplets_per_anchor", triplets_per_anchor, minimum=1, integer=True)
+        check_choice("anchors", anchors, ANCHOR_MODES)
         if self.distance.is_inverted:
             raise ValueError(
                 f"TrideMiner needs a distance (smaller = closer), got the similarity {type(self.distance).__name__}"
@@ -64,7 +60,6 @@ class TrideMiner(BaseMiner):
         self.margin, self.schedule, self.triplets_per_anchor = margin, schedule, triplets_per_anchor
         self.anchors = anchors
         self.epoch, self.total_epochs = 0, 1
-        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self.add_to_recordable_attributes(list_of_names=["margin"], is_stat=False)
         self.add_to_recordable_attributes(
             list_of_names=["eta", "num_fallback_negatives", "pos_pair_dist", "neg_pair_dist"], is_stat=True
@@ -80,24 +75,11 @@ class TrideMiner(BaseMiner):
         return semi_hard_band(self.epoch, self.total_epochs, eta0=self.margin, schedule=self.schedule)
 
     def get_extra_state(self) -> Dict[str, Any]:
-        generator_state = self.generator.get_state() if self.generator is not None else None
-        return {"epoch": self.epoch, "total_epochs": self.total_epochs, "generator": generator_state}
+        return {"epoch": self.epoch, "total_epochs": self.total_epochs, **super().get_extra_state()}
 
     def set_extra_state(self, state: Dict[str, Any]) -> None:
         self.epoch, self.total_epochs = state["epoch"], state["total_epochs"]
-        if state["generator"] is not None:
-            if self.generator is None:
-                self.generator = torch.Generator()
-            self.generator.set_state(state["generator"])
-
-    def _uniform_choice(self, mask: torch.Tensor) -> torch.Tensor:
-        """For each row, a column drawn uniformly among the True entries of ``mask`` (rows need one); drawn on the
-        CPU from the miner's generator (reproducible on any device), else on the mask's device."""
-        if self.generator is None:
-            scores = torch.rand(mask.shape, device=mask.device)
-        else:
-            scores = torch.rand(mask.shape, generator=self.generator, device="cpu").to(mask.device)
-        return torch.where(mask, scores, torch.full_like(scores, -1.0)).argmax(dim=1)
+        super().set_extra_state(state)
 
     @staticmethod
     def _spc2_anchors(labels: torch.Tensor, ref_labels: torch.Tensor) -> torch.Tensor:
@@ -127,11 +109,11 @@ class TrideMiner(BaseMiner):
         rows = torch.arange(len(anchors), device=distances.device)
         triplets, fallbacks = [], 0
         for _ in range(self.triplets_per_anchor):
-            positives = self._uniform_choice(positive_mask) if fixed_positives is None else fixed_positives
+            positives = self.uniform_choice(positive_mask) if fixed_positives is None else fixed_positives
             ap = anchor_distances[rows, positives][:, None]
             band = negative_mask & (anchor_distances > ap) & (anchor_distances < ap + eta)
             in_band = band.any(dim=1)
-            negatives = self._uniform_choice(torch.where(in_band[:, None], band, negative_mask))
+            negatives = self.uniform_choice(torch.where(in_band[:, None], band, negative_mask))
             fallbacks += int((~in_band).sum())
             triplets.append((anchors, positives, negatives))
         anchor_idx, positive_idx, negative_idx = (torch.cat(column) for column in zip(*triplets))

@@ -7,7 +7,14 @@ from typing import Any
 import torch
 from pytorch_metric_learning.reducers import BaseReducer
 
-from ..collapseness import check_distance_shape, check_lam, check_weighting, proximity_weighted_mean, weighted_distance
+from ..collapseness import (
+    check_distance_shape,
+    check_lam,
+    check_weighting,
+    proximity_weighted_mean,
+    weighted_collapseness,
+    weighted_distance,
+)
 
 __all__ = ["CollapsenessReducer"]
 
@@ -43,8 +50,10 @@ class CollapsenessReducer(BaseReducer):
         return proximity_weighted_mean(values, self.lam, self.weighting)
 
     def collapseness(self, ap_dists: torch.Tensor, an_dists: torch.Tensor) -> torch.Tensor:
-        """C = d_w(A, P) - d_w(A, N) (Eq. 5)."""
-        return self.weighted_mean(ap_dists) - self.weighted_mean(an_dists)
+        """C = d_w(A, P) - d_w(A, N) (Eq. 5), shapes checked only (see :meth:`weighted_mean`)."""
+        check_distance_shape(ap_dists, "ap_dists")
+        check_distance_shape(an_dists, "an_dists")
+        return weighted_collapseness(ap_dists, an_dists, self.lam, self.weighting)
 
     def _reduce(self, losses: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
         if len(losses) == 0:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import random
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from pytorch_metric_learning import trainers
@@ -24,66 +22,16 @@ from ..distributed import (
 )
 from ..losses.adversarial_triplet_loss import AdversarialTripletLoss
 from ..progress import progress_bar
+from ..random_state import global_rng_state, set_global_rng_state
+from ..validation import check_number
 from .batch_plan import BatchPlan
 
-__all__ = ["TrideTrainer", "TrainingDivergedError", "CHECKPOINT_FORMAT", "TRACKED_STATS", "LATEST_CHECKPOINT"]
+__all__ = ["TrideTrainer", "TrainingDivergedError", "CHECKPOINT_FORMAT", "LATEST_CHECKPOINT"]
 
 CHECKPOINT_FORMAT = 2
 LATEST_CHECKPOINT = "latest.pt"
 # Upper bound of the batch-plan seed drawn from torch's generator when none is given.
 MAX_PLAN_SEED = 2**31 - 1
-TRACKED_STATS = (
-    "collapseness_clean",
-    "collapseness_adv",
-    "separability",
-    "mean_distance",
-    "embedding_shift",
-    "pgd_steps",
-    "num_perturbed",
-    "max_perturbation",
-    "hardness_clean",
-    "hardness_adv",
-    "hardness_destination",
-    "embedding_shift_anchor",
-    "embedding_shift_positive",
-    "embedding_shift_negative",
-    "pgd_forward_images",
-    "pgd_backward_images",
-    "assist_steps",
-)
-
-
-def _rng_state() -> Dict[str, Any]:
-    algorithm, keys, position, has_gauss, cached_gaussian = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {
-            "algorithm": algorithm,
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "position": int(position),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached_gaussian),
-        },
-        "python": random.getstate(),
-    }
-
-
-def _set_rng_state(state: Dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    numpy_state = state["numpy"]
-    np.random.set_state(
-        (
-            numpy_state["algorithm"],
-            numpy_state["keys"].numpy().astype(np.uint32),
-            numpy_state["position"],
-            numpy_state["has_gauss"],
-            numpy_state["cached_gaussian"],
-        )
-    )
-    random.setstate(state["python"])
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -132,9 +80,7 @@ class TrideTrainer(trainers.MetricLossOnly):
         run_info: Optional[Dict[str, Any]] = None,
         **kwargs: Any,
     ) -> None:
-        if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
-                                             or checkpoint_every < 1):
-            raise ValueError(f"checkpoint_every must be None or a positive integer, got {checkpoint_every!r}")
+        check_number("checkpoint_every", checkpoint_every, minimum=1, integer=True, optional=True)
         if checkpoint_every is not None and checkpoint_dir is None:
             raise ValueError("checkpoint_every needs a checkpoint_dir to write to")
         super().__init__(*args, **kwargs)
@@ -273,9 +219,8 @@ class TrideTrainer(trainers.MetricLossOnly):
     def _record_iteration(self, metric_loss: Any, value: torch.Tensor) -> None:
         row: Dict[str, Any] = {"epoch": self.epoch, "iteration": self.iteration, "loss": float(value.detach())}
         row["phase"] = getattr(metric_loss, "last_phase", None)
-        for name in TRACKED_STATS:
-            if hasattr(metric_loss, name):
-                row[name] = float(getattr(metric_loss, name))
+        for name in getattr(metric_loss, "stat_names", ()):
+            row[name] = float(getattr(metric_loss, name))
         self.history.append(row)
 
     def _end_of_epoch_wrapper(self, user_hook: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -294,7 +239,7 @@ class TrideTrainer(trainers.MetricLossOnly):
         """Everything needed to resume after the current epoch (or, with ``epoch_complete=False``, after the
         current iteration). Under torch.distributed every rank must call it (it gathers the ranks' states)."""
         rank_state = {
-            "rng": _rng_state(),
+            "rng": global_rng_state(),
             "mining_funcs": {name: miner.state_dict() for name, miner in self.mining_funcs.items()},
             "history": self.history,
         }
@@ -371,7 +316,7 @@ class TrideTrainer(trainers.MetricLossOnly):
             for name, item in group.items():
                 item.load_state_dict(saved[name])
         self.batch_plan.load_state_dict(state["batch_plan"])
-        _set_rng_state(rank_state["rng"])
+        set_global_rng_state(rank_state["rng"])
         self.history = list(rank_state["history"])
         self.epoch = state["epoch"]
         self.last_checkpoint = path

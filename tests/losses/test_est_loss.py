@@ -6,32 +6,24 @@ from pytorch_metric_learning.miners import BaseMiner
 
 from pml_tride import ESTLoss, SPC2RandomMiner
 
+import triplet_loops as loops
 from tiny_models import tiny_cnn
-from triplet_loops import (
-    HAND_IMAGES,
-    HAND_LABELS,
-    HAND_TRIPLETS,
-    Identity,
-    hand_indices,
-    loop_distance,
-    loop_hinge,
-    loop_pgd,
-    triplet_keys,
-)
+from triplet_loops import HAND_IMAGES, HAND_LABELS, HAND_TRIPLETS, Identity, hand_indices
 
 EPS, ALPHA, STEPS, MARGIN = 0.05, 0.02, 4, 0.2
 
 
 def loop_est(images, triplets, perturb, margin=MARGIN):
     """EST by loops: every perturbed copy maximises its own embedding shift; hinge on (A', P', N')."""
-    keys = triplet_keys(triplets, perturb)
-    variables = {key: images[key if perturb == "unique" else triplets[key[1]][key[0]]] for key in set(keys.values())}
+    keys = loops.triplet_keys(triplets, perturb)
+    variables = loops.loop_variables(images, triplets, keys, perturb)
 
     def objective(current):
-        return -sum(loop_distance(current[key], variables[key]) for key in current) / len(current)
+        return -sum(loops.loop_distance(current[key], variables[key]) for key in current) / len(current)
 
-    adversarial, taken = loop_pgd(variables, objective, EPS, ALPHA, STEPS)
-    losses = [loop_hinge(*(adversarial[keys[(i, role)]] for role in range(3)), margin) for i in range(len(triplets))]
+    adversarial, taken = loops.loop_pgd(variables, objective, EPS, ALPHA, STEPS)
+    losses = [loops.loop_hinge(*(adversarial[keys[(i, role)]] for role in range(3)), margin)
+              for i in range(len(triplets))]
     return sum(losses) / len(losses), adversarial, taken
 
 
@@ -39,7 +31,7 @@ def test_embedding_shift_loss_matches_loops():
     loss = ESTLoss(Identity())
     clean = HAND_IMAGES
     shifted = HAND_IMAGES.flip(1)
-    expected = -sum(loop_distance(s, c) for s, c in zip(shifted.tolist(), clean.tolist())) / len(clean)
+    expected = -sum(loops.loop_distance(s, c) for s, c in zip(shifted.tolist(), clean.tolist())) / len(clean)
     assert loss.embedding_shift_loss(shifted, clean).item() == pytest.approx(expected, abs=1e-12)
 
 
@@ -99,10 +91,10 @@ def test_remining_on_adversarial_embeddings_matches_loops():
     variables = dict(enumerate(images))
 
     def objective(current):
-        return -sum(loop_distance(current[key], variables[key]) for key in current) / len(current)
+        return -sum(loops.loop_distance(current[key], variables[key]) for key in current) / len(current)
 
-    adversarial, _ = loop_pgd(variables, objective, EPS, ALPHA, STEPS)
-    expected = sum(loop_hinge(adversarial[a], adversarial[p], adversarial[n], MARGIN) for a, p, n in mined) / 3
+    adversarial, _ = loops.loop_pgd(variables, objective, EPS, ALPHA, STEPS)
+    expected = sum(loops.loop_hinge(adversarial[a], adversarial[p], adversarial[n], MARGIN) for a, p, n in mined) / 3
     assert value.item() == pytest.approx(expected, abs=1e-9)
     assert loss.num_perturbed == len(images)  # the whole batch, not only the caller's triplet
     seen = miner.seen[0]

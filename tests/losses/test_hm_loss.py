@@ -5,23 +5,14 @@ from pytorch_metric_learning.miners import BaseMiner
 from pml_tride import HMLoss
 from pml_tride.losses.hm_loss import saturation_stop
 
-from triplet_loops import (
-    HAND_IMAGES,
-    HAND_LABELS,
-    HAND_TRIPLETS,
-    Identity,
-    hand_indices,
-    loop_distance,
-    loop_hinge,
-    loop_pgd,
-    triplet_keys,
-)
+import triplet_loops as loops
+from triplet_loops import HAND_IMAGES, HAND_LABELS, HAND_TRIPLETS, Identity, hand_indices
 
 EPS, ALPHA, STEPS, MARGIN, ICS = 0.05, 0.02, 6, 0.2, 0.5
 
 
 def loop_hardness(a, p, n):
-    return loop_distance(a, p) - loop_distance(a, n)
+    return loops.loop_distance(a, p) - loops.loop_distance(a, n)
 
 
 def loop_saturation(tolerance):
@@ -40,8 +31,8 @@ def loop_hm(images, triplets, perturb, destinations, steps=STEPS, ics=ICS, unbou
     """HM by loops: ET push of every source triplet (A, P, N all perturbed) up to its destination hardness, with the
     saturation stop; hinge on (A', P', N') plus ics * max(d(A, A') - d(A, P), 0). ``destinations[i]`` is None for
     a triplet without a destination."""
-    keys = triplet_keys(triplets, perturb)
-    variables = {key: images[key if perturb == "unique" else triplets[key[1]][key[0]]] for key in set(keys.values())}
+    keys = loops.triplet_keys(triplets, perturb)
+    variables = loops.loop_variables(images, triplets, keys, perturb)
 
     def member(current, i, role):
         return current[keys[(i, role)]]
@@ -53,11 +44,11 @@ def loop_hm(images, triplets, perturb, destinations, steps=STEPS, ics=ICS, unbou
         return sum(min(h - d, 0.0) ** 2 for h, d in zip(hardness, destinations) if d is not None) / len(hardness)
 
     stop = None if unbounded else loop_saturation(tolerance)
-    adversarial, taken = loop_pgd(variables, objective, eps, alpha, steps, stop=stop)
-    triplet_losses = [loop_hinge(*(member(adversarial, i, role) for role in range(3)), MARGIN)
+    adversarial, taken = loops.loop_pgd(variables, objective, eps, alpha, steps, stop=stop)
+    triplet_losses = [loops.loop_hinge(*(member(adversarial, i, role) for role in range(3)), MARGIN)
                       for i in range(len(triplets))]
-    ics_losses = [ics * max(loop_distance(images[a], member(adversarial, i, 0)) - loop_distance(images[a], images[p]),
-                            0.0) for i, (a, p, _) in enumerate(triplets)]
+    ics_losses = [ics * max(loops.loop_distance(images[a], member(adversarial, i, 0))
+                            - loops.loop_distance(images[a], images[p]), 0.0) for i, (a, p, _) in enumerate(triplets)]
     mean_triplet = sum(triplet_losses) / len(triplets)
     return mean_triplet + sum(ics_losses) / len(triplets), mean_triplet, taken, objective
 
@@ -77,7 +68,7 @@ def test_et_loss_and_gradual_destination_match_loops():
 def test_ics_matches_loops():
     loss = HMLoss(Identity(), ics_weight=ICS)
     anchors, adversarial, positives = HAND_IMAGES[:2], HAND_IMAGES[2:4], HAND_IMAGES[4:]
-    expected = [ICS * max(loop_distance(a, b) - loop_distance(a, p), 0.0)
+    expected = [ICS * max(loops.loop_distance(a, b) - loops.loop_distance(a, p), 0.0)
                 for a, b, p in zip(anchors.tolist(), adversarial.tolist(), positives.tolist())]
     assert loss.ics_losses(anchors, adversarial, positives).tolist() == pytest.approx(expected, abs=1e-12)
     assert loss.ics_losses(anchors, anchors, positives).tolist() == [0.0, 0.0]
