@@ -18,19 +18,21 @@ import torch
 from pytorch_metric_learning import samplers
 from pytorch_metric_learning.miners import BaseMiner
 from torch import nn
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import losses, miners
 from .distributed import wrap_model
+from .loader_options import loader_options, resolve_num_workers
 from .losses import AdversarialTripletLoss
 from .miners import SPC2Miner
+from .pgd import frozen_model
 from .samplers import SPC2Sampler
 from .trainers import TrideTrainer
 from .trainers.tride_trainer import LATEST_CHECKPOINT
 
 __all__ = [
     "DefenseSpec", "DEFENSES", "REFERENCE_MINER_KWARGS", "defense_loss", "defense_miner", "train_embedder",
-    "PAIRS_PER_CLASS", "SHARED_MINER_ARGUMENTS", "needs_spc2_batches",
+    "PAIRS_PER_CLASS", "SHARED_MINER_ARGUMENTS", "needs_spc2_batches", "embed_dataset",
 ]
 
 
@@ -231,3 +233,24 @@ def train_embedder(
     if start_epoch <= epochs:
         trainer.train(start_epoch=start_epoch, num_epochs=epochs)
     return trainer, time.perf_counter() - started
+
+
+def embed_dataset(model: nn.Module, dataset: Dataset, *, batch_size: int = 112, device: Optional[torch.device] = None,
+                  num_workers: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """The model's embeddings of every item of ``dataset``, in data set order: an (N, dim) float32 array (the model's
+    output as it is, not re-normalised) and the (N,) int64 labels. The model runs in eval mode without gradients
+    (its state is restored afterwards) on ``device`` (default: where its parameters are); ``num_workers`` loader
+    processes (None: :func:`~pml_tride.loader_options.default_num_workers` of the device)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    parameter = next(model.parameters(), None)
+    device = torch.device(device) if device is not None else (parameter.device if parameter is not None
+                                                              else torch.device("cpu"))
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                        **loader_options(resolve_num_workers(num_workers, device), device))
+    embeddings, labels = [], []
+    with frozen_model(model), torch.no_grad():
+        for images, batch_labels in loader:
+            embeddings.append(model(images.to(device)).float().cpu())
+            labels.append(torch.as_tensor(batch_labels).long())
+    return torch.cat(embeddings).numpy(), torch.cat(labels).numpy()
