@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 
 # PML's trainer formats the loss tensor for its progress bar, which makes torch warn once per process.
 PML_PROGRESS_BAR_WARNING = "Converting a tensor with requires_grad=True to a scalar"
+# --weights of resnet18 when none is given: ImageNet, the paper's initialisation.
+DEFAULT_BACKBONE_WEIGHTS = "imagenet"
 # Test digits the --quick demo attacks.
 QUICK_EVAL_QUERIES = 224
 ROBRANK_COMPAT_HELP = ("reproduce robrank's attack quirks: GTM's target index, LTM keeping the query's own entry among "
@@ -113,8 +115,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--defense", choices=sorted(DEFENSES), default="ca-tride")
     parser.add_argument("--model", choices=["small_cnn", "resnet18"], default=None,
                         help="default: small_cnn for digits, resnet18 otherwise")
-    parser.add_argument("--weights", default="none",
-                        help="resnet18 initialisation: 'imagenet' (download), a local file, or 'none'")
+    parser.add_argument("--weights", default=None,
+                        help="resnet18 initialisation: 'imagenet' (torchvision's download, the default, as the paper), "
+                             "a local state-dict file of torchvision's resnet18, or 'none' (random)")
     parser.add_argument("--embedding-dim", type=int, default=None, help="default: 64 (small_cnn), 512 (resnet18)")
     parser.add_argument("--image-size", type=int, default=None, help="default: 16 for digits, 224 otherwise")
     parser.add_argument("--epochs", type=int, default=100)
@@ -146,6 +149,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-attacks", default="all", help="'all' or a comma list of monitoring attacks")
     parser.add_argument("--eval-select", choices=["ARS", "ERS", "R@1"], default="ARS",
                         help="what best.pt maximises")
+    add_workers_argument(parser)
     add_launch_arguments(parser)
 
 
@@ -190,16 +194,24 @@ def _monitoring_hook(args: argparse.Namespace):
     test_set = build_dataset(args.dataset, root=args.data_root, split="test", image_size=args.image_size)
     tester = RobustnessTester.monitoring(queries=args.eval_queries, steps=args.eval_steps,
                                          attacks=_attack_names(args.eval_attacks), eps=args.eps, seed=args.seed,
-                                         select=args.eval_select)
+                                         select=args.eval_select, num_workers=args.workers)
     hook = tester.end_of_epoch_hook({"test": test_set}, test_interval=args.eval_every,
                                     best_checkpoint=os.path.join(args.out, "best.pt"))
     return tester, hook
 
 
+def backbone_weights(flag: Optional[str]) -> Optional[str]:
+    """The ``weights`` of ``resnet18_embedder`` for ``--weights``: "imagenet" when not given (the paper's setting),
+    None for "none", else the flag (a file)."""
+    if flag is None:
+        return DEFAULT_BACKBONE_WEIGHTS
+    return None if flag == "none" else flag
+
+
 def run_train_command(args: argparse.Namespace) -> int:
     from .datasets import build_dataset
     from .distributed import get_rank, get_world_size, init_from_environment, is_distributed
-    from .models import build_model, save_model
+    from .models import IMAGENET_MEAN, build_model, save_model
     from .recipes import train_embedder
 
     launched = launch(args)
@@ -221,13 +233,16 @@ def run_train_command(args: argparse.Namespace) -> int:
     kwargs = {"embedding_dim": args.embedding_dim or (64 if model_name == "small_cnn" else 512)}
     channels = dataset[0][0].shape[0]
     if model_name == "resnet18":
-        kwargs["weights"] = None if args.weights == "none" else args.weights
+        if channels != len(IMAGENET_MEAN):  # before any download
+            raise ValueError(f"--model {model_name} takes {len(IMAGENET_MEAN)}-channel images but the {args.dataset} "
+                             f"images have {channels}: use --model small_cnn, which takes any number of channels")
+        # a resumed run takes every weight from its checkpoint: no download
+        kwargs["weights"] = None if resume is not None else backbone_weights(args.weights)
+    elif args.weights not in (None, "none"):
+        raise ValueError(f"--weights {args.weights} is for --model resnet18; {model_name} has no pretrained weights")
     else:
         kwargs["in_channels"] = channels
     model = build_model(model_name, **kwargs)
-    if model.in_channels != channels:
-        raise ValueError(f"--model {model_name} takes {model.in_channels}-channel images but the {args.dataset} images "
-                         f"have {channels}: use --model small_cnn, which takes any number of channels")
     end_of_epoch_hook, tester = None, None
     if args.eval_every:
         tester, end_of_epoch_hook = _monitoring_hook(args)
@@ -236,7 +251,7 @@ def run_train_command(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay, margin=args.margin, eps=args.eps, alpha=args.alpha, steps=args.steps,
         lam=args.lam, seed=args.seed, device=device, checkpoint_dir=args.out, resume=resume,
         iterations_per_epoch=args.max_iters, checkpoint_every=args.checkpoint_every,
-        end_of_epoch_hook=end_of_epoch_hook, disable_progress=args.quiet,
+        end_of_epoch_hook=end_of_epoch_hook, disable_progress=args.quiet, num_workers=args.workers,
     )
     if tester is not None and get_rank() == 0:
         with open(os.path.join(args.out, "robustness.json"), "w") as handle:
@@ -278,6 +293,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="attack only a fixed random subset of this many test images (default: all)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", default="report.json", help="JSON report; the .md and .png go next to it")
+    add_workers_argument(parser)
     add_launch_arguments(parser)
 
 
@@ -302,7 +318,7 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     evaluator = RobustnessEvaluator(eps=args.eps, alpha=args.alpha, steps=args.steps,
                                     attacks=_attack_names(args.attacks), batch_size=args.batch_size, seed=args.seed,
                                     robrank_compat=args.robrank_compat, device=device, max_batches=args.max_batches,
-                                    queries=args.queries, progress=not args.quiet)
+                                    queries=args.queries, progress=not args.quiet, num_workers=args.workers)
     report = evaluator.evaluate(model, dataset)
     rank = get_rank()
     if is_distributed():

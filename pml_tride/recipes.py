@@ -163,6 +163,7 @@ def train_embedder(
     checkpoint_every: Optional[int] = None,
     end_of_epoch_hook: Optional[Callable[[TrideTrainer], Any]] = None,
     disable_progress: bool = False,
+    num_workers: Optional[int] = None,
 ) -> Tuple[TrideTrainer, float]:
     """Train ``model`` on ``dataset`` with a named defense; returns the trainer and the training seconds.
 
@@ -181,7 +182,8 @@ def train_embedder(
     Inside a torch.distributed process group (torchrun) the model is wrapped in ``DistributedDataParallel``
     and every rank trains on its own ``batch_size`` images per step (see docs/scaling-out.md).
     ``end_of_epoch_hook`` (e.g. ``RobustnessTester.end_of_epoch_hook``) runs after every epoch;
-    ``disable_progress`` hides the progress bars.
+    ``disable_progress`` hides the progress bars. ``num_workers``: data loader worker processes (None:
+    :func:`~pml_tride.loader_options.default_num_workers` of the device, 0 on CPU); the weights do not depend on it.
     """
     optional = {name: value for name, value in (("steps", steps), ("lam", lam)) if value is not None}
     miner = defense_miner(defense, **{"margin": margin, "schedule": miner_schedule, "seed": seed,
@@ -220,7 +222,7 @@ def train_embedder(
         dataset=dataset,
         sampler=sampler,
         iterations_per_epoch=iterations_per_epoch,
-        dataloader_num_workers=0,
+        dataloader_num_workers=resolve_num_workers(num_workers, device),
         data_device=device,
         checkpoint_dir=checkpoint_dir,
         checkpoint_every=checkpoint_every,

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..attacks import ATTACK_NAMES, AttackContext, AttackTrials, BaseRankingAttack, RetrievalPool, build_attacks
 from ..distributed import all_gather_objects, broadcast_object, get_rank, get_world_size, unwrap_model
+from ..loader_options import loader_options, resolve_num_workers
 from ..pgd import frozen_model
 from ..progress import progress_bar
 from .benign import ClassMembers, benign_metrics, retrieval_block
@@ -80,6 +81,8 @@ class RobustnessEvaluator:
         queries: attack only this many test images, a random subset drawn from ``seed`` that is the same in every
             call on a data set of the same size (monitoring during training); ``None``: all of them. The pool
             and the benign metrics still cover the whole test set.
+        num_workers: data loader worker processes (None: :func:`~pml_tride.loader_options.default_num_workers` of
+            the device, 0 on CPU); the report does not depend on it.
     """
 
     def __init__(
@@ -98,6 +101,7 @@ class RobustnessEvaluator:
         max_batches: Optional[int] = None,
         use_faiss: bool = True,
         queries: Optional[int] = None,
+        num_workers: Optional[int] = None,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -111,6 +115,9 @@ class RobustnessEvaluator:
         self.robrank_compat, self.device, self.input_range = robrank_compat, device, tuple(input_range)
         self.progress, self.benign, self.max_batches, self.use_faiss = progress, benign, max_batches, use_faiss
         self.queries = queries
+        if num_workers is not None:
+            resolve_num_workers(num_workers, None)  # checked now, resolved for the device in evaluate
+        self.num_workers = num_workers
 
     def attack_seed(self, attack: BaseRankingAttack) -> int:
         """The seed of one attack's target selection, from ``seed`` and the attack's place in Table 2 (not its place
@@ -136,7 +143,8 @@ class RobustnessEvaluator:
         """This rank's batches ``(index, images, labels)``: every ``world_size``-th batch from its rank."""
         rank, world_size = get_rank(), get_world_size()
         own = list(range(rank, len(batch_rows), world_size))
-        loader = DataLoader(dataset, batch_sampler=[batch_rows[index] for index in own], num_workers=0)
+        loader = DataLoader(dataset, batch_sampler=[batch_rows[index] for index in own],
+                            **loader_options(resolve_num_workers(self.num_workers, device), device))
         for index, (images, labels) in zip(own, loader):
             yield index, images.to(device), torch.as_tensor(labels, device=device)
 
