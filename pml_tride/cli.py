@@ -108,6 +108,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     from .datasets import DATASETS
     from .evaluation import MONITORING_SETTINGS
     from .recipes import DEFENSES
+    from .trainers.tride_trainer import PRECISIONS
 
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="digits")
     parser.add_argument("--data-root", help="folder of the data set's standard layout; for image-folder, a folder "
@@ -150,6 +151,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-select", choices=["ARS", "ERS", "R@1"], default="ARS",
                         help="what best.pt maximises")
     add_workers_argument(parser)
+    parser.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32",
+                        help="bf16: autocast the training forward and the attack's passes (fp32 weights and "
+                             "perturbations); for GPUs, not yet measured on one")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="models and batches in channels-last memory format (for GPUs)")
     add_launch_arguments(parser)
 
 
@@ -252,6 +258,7 @@ def run_train_command(args: argparse.Namespace) -> int:
         lam=args.lam, seed=args.seed, device=device, checkpoint_dir=args.out, resume=resume,
         iterations_per_epoch=args.max_iters, checkpoint_every=args.checkpoint_every,
         end_of_epoch_hook=end_of_epoch_hook, disable_progress=args.quiet, num_workers=args.workers,
+        precision=args.precision, channels_last=args.channels_last,
     )
     if tester is not None and get_rank() == 0:
         with open(os.path.join(args.out, "robustness.json"), "w") as handle:

@@ -164,6 +164,8 @@ def train_embedder(
     end_of_epoch_hook: Optional[Callable[[TrideTrainer], Any]] = None,
     disable_progress: bool = False,
     num_workers: Optional[int] = None,
+    precision: str = "fp32",
+    channels_last: bool = False,
 ) -> Tuple[TrideTrainer, float]:
     """Train ``model`` on ``dataset`` with a named defense; returns the trainer and the training seconds.
 
@@ -184,6 +186,7 @@ def train_embedder(
     ``end_of_epoch_hook`` (e.g. ``RobustnessTester.end_of_epoch_hook``) runs after every epoch;
     ``disable_progress`` hides the progress bars. ``num_workers``: data loader worker processes (None:
     :func:`~pml_tride.loader_options.default_num_workers` of the device, 0 on CPU); the weights do not depend on it.
+    ``precision`` ("fp32", "bf16") and ``channels_last``: see :class:`~pml_tride.trainers.TrideTrainer`.
     """
     optional = {name: value for name, value in (("steps", steps), ("lam", lam)) if value is not None}
     miner = defense_miner(defense, **{"margin": margin, "schedule": miner_schedule, "seed": seed,
@@ -229,6 +232,8 @@ def train_embedder(
         seed=seed,
         end_of_epoch_hook=end_of_epoch_hook,
         disable_progress=disable_progress,
+        precision=precision,
+        channels_last=channels_last,
     )
     start_epoch = trainer.load_checkpoint(resume) if resume else 1
     started = time.perf_counter()
