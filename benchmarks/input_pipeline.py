@@ -127,6 +127,7 @@ def loader_throughput(dataset: CUB200, batch_size: int, workers: int, passes: in
     for _ in range(batches):
         plan.next_batch()
     seconds = time.perf_counter() - started
+    plan.close()
     return {"workers": workers, "batches": batches, "images_per_second": batches * batch_size / seconds,
             "first_batch_seconds": startup}
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 import warnings
+import weakref
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -102,7 +103,7 @@ class _RemainingBatches:
     each index paired with its item seed."""
 
     def __init__(self, plan: "BatchPlan") -> None:
-        self.plan = plan
+        self.plan = weakref.proxy(plan)  # no cycle: a dropped plan stops its workers at once
 
     def __len__(self) -> int:
         return len(self.plan.batches) - self.plan.position
@@ -212,6 +213,10 @@ class BatchPlan:
                                       collate_fn=self.collate_fn, generator=torch.Generator().manual_seed(self.seed),
                                       **{**options, "pin_memory": self.pin_memory})
         return self._loader
+
+    def close(self) -> None:
+        """Stop the loader's worker processes (the next batch starts them again, at the same place)."""
+        self._iterator, self._loader = None, None
 
     def next_batch(self) -> Any:
         """The next batch, loaded and collated by :meth:`loader`."""

@@ -205,6 +205,12 @@ class TrideTrainer(trainers.MetricLossOnly):
         :meth:`load_checkpoint` of a mid-epoch checkpoint, the first epoch continues at the next iteration."""
         self.initialize_dataloader()
         self.total_epochs = num_epochs
+        try:
+            self._train_epochs(start_epoch, num_epochs)
+        finally:
+            self.batch_plan.close()  # no loader worker outlives the training
+
+    def _train_epochs(self, start_epoch: int, num_epochs: int) -> None:
         start_iteration = self._resume_iteration if start_epoch == self._resume_epoch else 0
         self._resume_epoch, self._resume_iteration = None, 0
         hidden = self.disable_progress or get_rank() != 0

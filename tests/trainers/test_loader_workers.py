@@ -36,3 +36,18 @@ def test_same_seed_same_weights_with_0_and_2_workers():
         weights.append(model.state_dict())
     for name, tensor in weights[0].items():
         assert torch.equal(tensor, weights[1][name]), name
+
+
+def test_close_stops_the_workers_and_the_plan_continues_where_it_was():
+    dataset = torch.utils.data.TensorDataset(torch.arange(24).float()[:, None], torch.arange(24) % 4)
+    reference = BatchPlan(dataset, 4, seed=2)
+    expected = [reference.next_batch()[0] for _ in range(9)]
+    plan = BatchPlan(dataset, 4, seed=2, num_workers=2)
+    got = [plan.next_batch()[0] for _ in range(2)]
+    workers = plan._iterator._workers
+    plan.close()
+    for worker in workers:
+        worker.join(timeout=10)
+    assert not any(worker.is_alive() for worker in workers)
+    got += [plan.next_batch()[0] for _ in range(7)]  # the rest of the pass and the next one
+    assert all(torch.equal(a, b) for a, b in zip(got, expected)) and len(got) == len(expected)
