@@ -25,6 +25,19 @@ def test_image_batches_with_random_transforms_do_not_depend_on_the_workers(image
     assert first_pass.shape == second_pass.shape and not torch.equal(first_pass, second_pass)
 
 
+def test_a_resumed_plan_loads_the_same_randomly_transformed_images(image_folder_tree, tmp_path):
+    dataset = ImageFolder(str(image_folder_tree(tmp_path / "pets", images_per_class=4)), split="train", image_size=6)
+    whole = BatchPlan(dataset, 4, seed=7)
+    expected = [whole.next_batch()[0] for _ in range(2 * len(whole))]
+    interrupted = BatchPlan(dataset, 4, seed=7, num_workers=2)
+    for _ in range(len(whole) + 1):
+        interrupted.next_batch()
+    resumed = BatchPlan(dataset, 4, seed=0)
+    resumed.load_state_dict(interrupted.state_dict())
+    rest = [resumed.next_batch()[0] for _ in range(len(whole) - 1)]
+    assert all(torch.equal(a, b) for a, b in zip(rest, expected[len(whole) + 1:]))
+
+
 def test_same_seed_same_weights_with_0_and_2_workers():
     weights = []
     for workers in (0, 2):
