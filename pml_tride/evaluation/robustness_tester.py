@@ -104,7 +104,7 @@ class RobustnessTester(BaseTester):
             raise ValueError(f"select must be one of {SELECTABLE} or a function of the report, got {select!r}")
         evaluator = evaluator or RobustnessEvaluator(**{"progress": False, **evaluator_kwargs})
         super().__init__(end_of_testing_hook=end_of_testing_hook, accuracy_calculator=RobustnessMetrics(),
-                         dataloader_num_workers=evaluator.num_workers or 0)
+                         dataloader_num_workers=getattr(evaluator, "num_workers", None) or 0)
         self.evaluator = evaluator
         self.select = select
         self.record_keeper = record_keeper
