@@ -1,4 +1,4 @@
-"""The ``pml-tride`` command: ``demo``, ``train`` and ``evaluate``."""
+"""The ``pml-tride`` command: ``demo``, ``train``, ``evaluate`` and ``embed``."""
 
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 # PML's trainer formats the loss tensor for its progress bar, which makes torch warn once per process.
 PML_PROGRESS_BAR_WARNING = "Converting a tensor with requires_grad=True to a scalar"
+# --weights of resnet18 when none is given: ImageNet, the paper's initialisation.
+DEFAULT_BACKBONE_WEIGHTS = "imagenet"
 # Test digits the --quick demo attacks.
 QUICK_EVAL_QUERIES = 224
 ROBRANK_COMPAT_HELP = ("reproduce robrank's attack quirks: GTM's target index, LTM keeping the query's own entry among "
@@ -88,6 +90,23 @@ def prepare_output_folder(folder: str) -> str:
     return folder
 
 
+def non_negative_int(text: str) -> int:
+    """A count that may be 0: 0, 2, 8."""
+    try:
+        value = int(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from error
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def add_workers_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=non_negative_int, default=None, metavar="N",
+                        help="data loader worker processes (default: 0 on CPU; on CUDA min(8, CPU cores / processes "
+                             "on this machine))")
+
+
 # ----------------------------------------------------------------------------------------------- demo
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     from .demo import DemoSettings
@@ -129,6 +148,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     from .datasets import DATASETS
     from .evaluation import MONITORING_SETTINGS
     from .recipes import DEFENSES
+    from .trainers.tride_trainer import PRECISIONS
 
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="digits")
     parser.add_argument("--data-root", help="folder of the data set's standard layout; for image-folder, a folder "
@@ -136,8 +156,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--defense", choices=sorted(DEFENSES), default="ca-tride")
     parser.add_argument("--model", choices=["small_cnn", "resnet18"], default=None,
                         help="default: small_cnn for digits, resnet18 otherwise")
-    parser.add_argument("--weights", default="none",
-                        help="resnet18 initialisation: 'imagenet' (download), a local file, or 'none'")
+    parser.add_argument("--weights", default=None,
+                        help="resnet18 initialisation: 'imagenet' (torchvision's download, the default, as the paper), "
+                             "a local state-dict file of torchvision's resnet18, or 'none' (random)")
     parser.add_argument("--embedding-dim", type=int, default=None, help="default: 64 (small_cnn), 512 (resnet18)")
     parser.add_argument("--image-size", type=int, default=None, help="default: 16 for digits, 224 otherwise")
     add_dataset_option_arguments(parser)
@@ -171,6 +192,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-attacks", default="all", help="'all' or a comma list of monitoring attacks")
     parser.add_argument("--eval-select", choices=["ARS", "ERS", "R@1"], default="ARS",
                         help="what best.pt maximises")
+    add_workers_argument(parser)
+    parser.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32",
+                        help="bf16: autocast the training forward and the attack's passes (fp32 weights and "
+                             "perturbations); for GPUs, not yet measured on one")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="models and batches in channels-last memory format (for GPUs)")
     add_launch_arguments(parser)
 
 
@@ -216,16 +243,24 @@ def _monitoring_hook(args: argparse.Namespace):
                              **dataset_options(args))
     tester = RobustnessTester.monitoring(queries=args.eval_queries, steps=args.eval_steps,
                                          attacks=_attack_names(args.eval_attacks), eps=args.eps, seed=args.seed,
-                                         select=args.eval_select)
+                                         select=args.eval_select, num_workers=args.workers)
     hook = tester.end_of_epoch_hook({"test": test_set}, test_interval=args.eval_every,
                                     best_checkpoint=os.path.join(args.out, "best.pt"))
     return tester, hook
 
 
+def backbone_weights(flag: Optional[str]) -> Optional[str]:
+    """The ``weights`` of ``resnet18_embedder`` for ``--weights``: "imagenet" when not given (the paper's setting),
+    None for "none", else the flag (a file)."""
+    if flag is None:
+        return DEFAULT_BACKBONE_WEIGHTS
+    return None if flag == "none" else flag
+
+
 def run_train_command(args: argparse.Namespace) -> int:
     from .datasets import build_dataset
     from .distributed import get_rank, get_world_size, init_from_environment, is_distributed
-    from .models import build_model, save_model
+    from .models import IMAGENET_MEAN, build_model, save_model
     from .recipes import train_embedder
 
     check_train_arguments(args)
@@ -245,13 +280,16 @@ def run_train_command(args: argparse.Namespace) -> int:
     kwargs = {"embedding_dim": identity["embedding_dim"]}
     channels = dataset[0][0].shape[0]
     if model_name == "resnet18":
-        kwargs["weights"] = None if args.weights == "none" else args.weights
+        if channels != len(IMAGENET_MEAN):  # before any download
+            raise ValueError(f"--model {model_name} takes {len(IMAGENET_MEAN)}-channel images but the {args.dataset} "
+                             f"images have {channels}: use --model small_cnn, which takes any number of channels")
+        # a resumed run takes every weight from its checkpoint: no download
+        kwargs["weights"] = None if resume is not None else backbone_weights(args.weights)
+    elif args.weights not in (None, "none"):
+        raise ValueError(f"--weights {args.weights} is for --model resnet18; {model_name} has no pretrained weights")
     else:
         kwargs["in_channels"] = channels
     model = build_model(model_name, **kwargs)
-    if model.in_channels != channels:
-        raise ValueError(f"--model {model_name} takes {model.in_channels}-channel images but the {args.dataset} images "
-                         f"have {channels}: use --model small_cnn, which takes any number of channels")
     end_of_epoch_hook, tester = None, None
     if args.eval_every:
         tester, end_of_epoch_hook = _monitoring_hook(args)
@@ -260,7 +298,8 @@ def run_train_command(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay, margin=args.margin, eps=args.eps, alpha=args.alpha, steps=args.steps,
         lam=args.lam, seed=args.seed, device=device, checkpoint_dir=args.out, resume=resume,
         iterations_per_epoch=args.max_iters, checkpoint_every=args.checkpoint_every,
-        end_of_epoch_hook=end_of_epoch_hook, disable_progress=args.quiet, run_info=identity,
+        end_of_epoch_hook=end_of_epoch_hook, disable_progress=args.quiet, run_info=identity, num_workers=args.workers,
+        precision=args.precision, channels_last=args.channels_last,
     )
     if tester is not None and get_rank() == 0:
         with open(os.path.join(args.out, "robustness.json"), "w") as handle:
@@ -305,6 +344,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="attack only a fixed random subset of this many test images (default: all)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", default="report.json", help="JSON report; the .md and .png go next to it")
+    add_workers_argument(parser)
     add_launch_arguments(parser)
 
 
@@ -331,7 +371,7 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     evaluator = RobustnessEvaluator(eps=args.eps, alpha=args.alpha, steps=args.steps,
                                     attacks=_attack_names(args.attacks), batch_size=args.batch_size, seed=args.seed,
                                     robrank_compat=args.robrank_compat, device=device, max_batches=args.max_batches,
-                                    queries=args.queries, progress=not args.quiet)
+                                    queries=args.queries, progress=not args.quiet, num_workers=args.workers)
     report = evaluator.evaluate(model, dataset)
     rank = get_rank()
     if is_distributed():
@@ -357,12 +397,64 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------------------------- embed
+def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
+    from .datasets import DATASETS
+
+    parser.add_argument("--checkpoint", required=True,
+                        help="a pml-tride model or trainer checkpoint, a TorchScript file, or (with --trust-pickle) "
+                             "a torch.save'd module")
+    parser.add_argument("--trust-pickle", action="store_true", help="allow unpickling a whole module (runs code)")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="digits")
+    parser.add_argument("--data-root")
+    parser.add_argument("--split", choices=["train", "test"], default="test")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="default: the size recorded in the checkpoint, else 16 for digits, 224 otherwise")
+    parser.add_argument("--batch-size", type=int, default=112)
+    parser.add_argument("--device", default=None)
+    add_workers_argument(parser)
+    parser.add_argument("--out", default="embeddings.npy",
+                        help="the (N, dim) float32 embeddings (.npy); the labels go to <stem>.labels.npy beside it")
+
+
+def run_embed_command(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .datasets import build_dataset
+    from .models import load_model
+    from .recipes import embed_dataset
+
+    if not args.out.endswith(".npy"):
+        raise ValueError(f"--out must name a .npy file, got {args.out!r}")
+    prepare_output_folder(os.path.dirname(args.out))
+    device = _device(args.device)
+    model = load_model(args.checkpoint, map_location=device, trust_pickle=args.trust_pickle)
+    trained_size = getattr(model, "data_info", {}).get("image_size")
+    image_size = args.image_size if args.image_size is not None else trained_size
+    dataset = build_dataset(args.dataset, root=args.data_root, split=args.split, image_size=image_size)
+    # the test transform on both splits: embeddings of the images as they are, no random crop or flip
+    if hasattr(dataset, "transform"):
+        from .datasets import test_transform
+
+        dataset.transform = test_transform(dataset.image_size)
+    embeddings, labels = embed_dataset(model, dataset, batch_size=args.batch_size, device=device,
+                                       num_workers=args.workers)
+    labels_path = os.path.splitext(args.out)[0] + ".labels.npy"
+    np.save(args.out, embeddings)
+    np.save(labels_path, labels)
+    print(f"embedded {len(labels)} {args.split} images of {args.dataset} into {embeddings.shape[1]} dimensions; "
+          f"written: {args.out}, {labels_path}")
+    return 0
+
+
 COMMANDS: Dict[str, tuple] = {
     "demo": ("train an undefended and a CA-TRIDE model on digits, attack both, compare", add_demo_arguments,
              run_demo_command),
     "train": ("train an embedding model with a defense", add_train_arguments, run_train_command),
     "evaluate": ("evaluate a model against the ten ranking attacks (ERS, ARS)", add_evaluate_arguments,
                  run_evaluate_command),
+    "embed": ("write a model's embeddings of a data set split (.npy) and its labels", add_embed_arguments,
+              run_embed_command),
 }
 
 

@@ -12,16 +12,19 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Optional, Tuple
 
+import numpy as np
 import torch
 from pytorch_metric_learning import samplers
 from pytorch_metric_learning.miners import BaseMiner
 from torch import nn
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import losses, miners
 from .distributed import wrap_model
+from .loader_options import loader_options, resolve_num_workers
 from .losses import AdversarialTripletLoss
 from .miners import SPC2Miner
+from .pgd import frozen_model
 from .random_state import seed_global_rng
 from .samplers import SPC2Sampler
 from .trainers import TrideTrainer
@@ -29,7 +32,7 @@ from .trainers.tride_trainer import LATEST_CHECKPOINT
 
 __all__ = [
     "DefenseSpec", "DEFENSES", "REFERENCE_MINER_KWARGS", "defense_loss", "defense_miner", "train_embedder",
-    "PAIRS_PER_CLASS", "SHARED_MINER_ARGUMENTS", "needs_spc2_batches",
+    "PAIRS_PER_CLASS", "SHARED_MINER_ARGUMENTS", "needs_spc2_batches", "embed_dataset",
 ]
 
 
@@ -161,6 +164,9 @@ def train_embedder(
     end_of_epoch_hook: Optional[Callable[[TrideTrainer], Any]] = None,
     disable_progress: bool = False,
     run_info: Optional[Mapping[str, Any]] = None,
+    num_workers: Optional[int] = None,
+    precision: str = "fp32",
+    channels_last: bool = False,
 ) -> Tuple[TrideTrainer, float]:
     """Train ``model`` on ``dataset`` with a named defense; returns the trainer and the training seconds.
 
@@ -181,6 +187,9 @@ def train_embedder(
     ``end_of_epoch_hook`` (e.g. ``RobustnessTester.end_of_epoch_hook``) runs after every epoch;
     ``disable_progress`` hides the progress bars; ``run_info`` goes into every checkpoint as its ``run`` entry
     (see :class:`TrideTrainer`).
+    ``disable_progress`` hides the progress bars. ``num_workers``: data loader worker processes (None:
+    :func:`~pml_tride.loader_options.default_num_workers` of the device, 0 on CPU); the weights do not depend on it.
+    ``precision`` ("fp32", "bf16") and ``channels_last``: see :class:`~pml_tride.trainers.TrideTrainer`.
     """
     optional = {name: value for name, value in (("steps", steps), ("lam", lam)) if value is not None}
     miner = defense_miner(defense, **{"margin": margin, "schedule": miner_schedule, "seed": seed,
@@ -217,7 +226,7 @@ def train_embedder(
         dataset=dataset,
         sampler=sampler,
         iterations_per_epoch=iterations_per_epoch,
-        dataloader_num_workers=0,
+        dataloader_num_workers=resolve_num_workers(num_workers, device),
         data_device=device,
         checkpoint_dir=checkpoint_dir,
         checkpoint_every=checkpoint_every,
@@ -225,9 +234,32 @@ def train_embedder(
         end_of_epoch_hook=end_of_epoch_hook,
         disable_progress=disable_progress,
         run_info=dict(run_info or {}),
+        precision=precision,
+        channels_last=channels_last,
     )
     start_epoch = trainer.load_checkpoint(resume) if resume else 1
     started = time.perf_counter()
     if start_epoch <= epochs:
         trainer.train(start_epoch=start_epoch, num_epochs=epochs)
     return trainer, time.perf_counter() - started
+
+
+def embed_dataset(model: nn.Module, dataset: Dataset, *, batch_size: int = 112, device: Optional[torch.device] = None,
+                  num_workers: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """The model's embeddings of every item of ``dataset``, in data set order: an (N, dim) float32 array (the model's
+    output as it is, not re-normalised) and the (N,) int64 labels. The model runs in eval mode without gradients
+    (its state is restored afterwards) on ``device`` (default: where its parameters are); ``num_workers`` loader
+    processes (None: :func:`~pml_tride.loader_options.default_num_workers` of the device)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    parameter = next(model.parameters(), None)
+    device = torch.device(device) if device is not None else (parameter.device if parameter is not None
+                                                              else torch.device("cpu"))
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                        **loader_options(resolve_num_workers(num_workers, device), device))
+    embeddings, labels = [], []
+    with frozen_model(model), torch.no_grad():
+        for images, batch_labels in loader:
+            embeddings.append(model(images.to(device)).float().cpu())
+            labels.append(torch.as_tensor(batch_labels).long())
+    return torch.cat(embeddings).numpy(), torch.cat(labels).numpy()

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..attacks import ATTACK_NAMES, AttackContext, AttackTrials, BaseRankingAttack, RetrievalPool, build_attacks
 from ..chunks import chunk_slices
 from ..distributed import all_gather_objects, broadcast_object, get_rank, get_world_size, unwrap_model
+from ..loader_options import loader_options, resolve_num_workers
 from ..pgd import frozen_model
 from ..progress import progress_bar
 from ..random_state import preserved_global_rng
@@ -68,6 +69,8 @@ class RobustnessEvaluator:
         queries: attack only this many test images, a random subset drawn from ``seed`` that is the same in every
             call on a data set of the same size (monitoring during training); ``None``: all of them. The pool
             and the benign metrics still cover the whole test set.
+        num_workers: data loader worker processes (None: :func:`~pml_tride.loader_options.default_num_workers` of
+            the device, 0 on CPU); the report does not depend on it.
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class RobustnessEvaluator:
         max_batches: Optional[int] = None,
         use_faiss: bool = True,
         queries: Optional[int] = None,
+        num_workers: Optional[int] = None,
     ) -> None:
         check_number("batch_size", batch_size, minimum=1, integer=True)
         check_number("max_batches", max_batches, minimum=1, integer=True, optional=True)
@@ -96,6 +100,9 @@ class RobustnessEvaluator:
         self.robrank_compat, self.device, self.input_range = robrank_compat, device, tuple(input_range)
         self.progress, self.benign, self.max_batches, self.use_faiss = progress, benign, max_batches, use_faiss
         self.queries = queries
+        if num_workers is not None:
+            resolve_num_workers(num_workers, None)  # checked now, resolved for the device in evaluate
+        self.num_workers = num_workers
 
     def attack_seed(self, attack: BaseRankingAttack) -> int:
         """The seed of one attack's target selection, from ``seed`` and the attack's place in Table 2 (not its place
@@ -121,7 +128,8 @@ class RobustnessEvaluator:
         """This rank's batches ``(index, images, labels)``: every ``world_size``-th batch from its rank."""
         rank, world_size = get_rank(), get_world_size()
         own = list(range(rank, len(batch_rows), world_size))
-        loader = DataLoader(dataset, batch_sampler=[batch_rows[index] for index in own], num_workers=0)
+        loader = DataLoader(dataset, batch_sampler=[batch_rows[index] for index in own],
+                            **loader_options(resolve_num_workers(self.num_workers, device), device))
         for index, (images, labels) in zip(own, loader):
             yield index, images.to(device), torch.as_tensor(labels, device=device)
 

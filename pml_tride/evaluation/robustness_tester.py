@@ -87,7 +87,7 @@ class RobustnessTester(BaseTester):
             :meth:`end_of_epoch_hook` writes the metrics to (TensorBoard included when it has a writer).
         end_of_testing_hook: called with the tester after every test (PML convention).
         **evaluator_kwargs: :class:`RobustnessEvaluator` arguments (``queries``, ``steps``, ``attacks``, ``eps``,
-            ...); :meth:`monitoring` gives the cheap preset.
+            ``num_workers``, ...); :meth:`monitoring` gives the cheap preset.
     """
 
     def __init__(
@@ -103,9 +103,10 @@ class RobustnessTester(BaseTester):
             raise ValueError(f"pass either an evaluator or evaluator arguments, not both: {sorted(evaluator_kwargs)}")
         if not callable(select) and select not in SELECTABLE:
             raise ValueError(f"select must be one of {SELECTABLE} or a function of the report, got {select!r}")
+        evaluator = evaluator or RobustnessEvaluator(**{"progress": False, **evaluator_kwargs})
         super().__init__(end_of_testing_hook=end_of_testing_hook, accuracy_calculator=RobustnessMetrics(),
-                         dataloader_num_workers=0)
-        self.evaluator = evaluator or RobustnessEvaluator(**{"progress": False, **evaluator_kwargs})
+                         dataloader_num_workers=getattr(evaluator, "num_workers", None) or 0)
+        self.evaluator = evaluator
         self.select = select
         self.record_keeper = record_keeper
         self.reports: Dict[str, RobustnessReport] = {}

@@ -31,7 +31,8 @@ def resnet18_embedder(embedding_dim: int = 512, weights: Optional[str] = None,
         except Exception as error:  # the download failed: no network, proxy, ...
             raise ConnectionError(
                 "could not download torchvision's ImageNet ResNet-18 weights; download them elsewhere and pass the "
-                "file: weights='/path/to/resnet18-f37072fd.pth'"
+                "file: weights='/path/to/resnet18-f37072fd.pth' (pml-tride train: --weights FILE; --weights none "
+                "trains from a random initialisation)"
             ) from error
         backbone.load_state_dict(state)
     elif weights is not None:

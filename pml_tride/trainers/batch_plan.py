@@ -10,20 +10,28 @@ classes of ``m`` images each), no batch is used twice, and one step covers ``wor
 
 The state (seed, passes drawn, the sampler's state before the current pass, position in the pass) is small
 and rank-independent: a resumed run redraws the current pass and continues at the same batch.
+
+Every item is loaded under torch's generator seeded from ``(seed, pass, batch, row)`` (and restored afterwards),
+so a random transform (crop, flip: :class:`~pml_tride.datasets.ImageTransform`, torchvision's transforms) draws
+the same values in the main process and in any loader worker: the batches, and so the trained weights, do not
+depend on the number of worker processes. Transforms that draw from numpy's or Python's generator are not covered.
 """
 
 from __future__ import annotations
 
 import random
 import warnings
-from typing import Any, Callable, Dict, List, Optional
+import weakref
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
 from pytorch_metric_learning import samplers
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
-__all__ = ["BatchPlan", "sampler_state", "load_sampler_state"]
+from ..loader_options import loader_options
+
+__all__ = ["BatchPlan", "SeededItems", "sampler_state", "load_sampler_state"]
 
 SEED_WORDS = 4
 
@@ -69,6 +77,49 @@ class _seeded_generators:
         random.setstate(python_state)
 
 
+class SeededItems(Dataset):
+    """``dataset`` indexed by ``(index, seed)``: the item under torch's default generator seeded with ``seed``, the
+    generator's state restored afterwards (the same item in any process, and the caller's random stream untouched)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: Tuple[int, int]) -> Any:
+        index, seed = key
+        generator = torch.random.default_generator
+        saved = generator.get_state()
+        generator.manual_seed(seed)
+        try:
+            return self.dataset[index]
+        finally:
+            generator.set_state(saved)
+
+
+class _RemainingBatches:
+    """The batch sampler of the plan's loader: the rest of the current pass, from the position at ``iter`` time,
+    each index paired with its item seed."""
+
+    def __init__(self, plan: "BatchPlan") -> None:
+        self.plan = weakref.proxy(plan)  # no cycle: a dropped plan stops its workers at once
+
+    def __len__(self) -> int:
+        return len(self.plan.batches) - self.plan.position
+
+    def __iter__(self) -> Iterator[List[Tuple[int, int]]]:
+        plan = self.plan  # the pass and the position now, not when the loader first asks for a batch
+        return self._keyed(plan.seed, plan.passes_drawn, plan.rank, plan.batches, plan.position)
+
+    @staticmethod
+    def _keyed(seed: int, pass_number: int, rank: int, batches: List[List[int]], start: int
+               ) -> Iterator[List[Tuple[int, int]]]:
+        for number in range(start, len(batches)):
+            seeds = np.random.SeedSequence([seed, pass_number, rank, number]).generate_state(len(batches[number]))
+            yield [(index, int(item_seed)) for index, item_seed in zip(batches[number], seeds)]
+
+
 class BatchPlan:
     """The batches one rank trains on, pass after pass (see the module docstring).
 
@@ -78,7 +129,9 @@ class BatchPlan:
         sampler: an index sampler (e.g. ``MPerClassSampler``), a ``BatchSampler``, or None (shuffled batches).
         seed: seeds every pass; the same on all ranks.
         rank, world_size: this process's place in the process group.
-        num_workers, collate_fn: how batches are loaded (a ``DataLoader`` over the pass's batches).
+        num_workers, collate_fn: how batches are loaded (one ``DataLoader`` over the passes' batches, whose worker
+            processes, if any, persist from pass to pass).
+        pin_memory: load batches into pinned memory (for a CUDA device).
     """
 
     def __init__(
@@ -92,6 +145,7 @@ class BatchPlan:
         world_size: int = 1,
         num_workers: int = 0,
         collate_fn: Optional[Callable] = None,
+        pin_memory: bool = False,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must lie in [0, world_size={world_size}), got {rank}")
@@ -106,7 +160,8 @@ class BatchPlan:
             )
         self.dataset, self.batch_size, self.sampler = dataset, int(batch_size), sampler
         self.seed, self.rank, self.world_size = int(seed), rank, world_size
-        self.num_workers, self.collate_fn = num_workers, collate_fn
+        self.num_workers, self.collate_fn, self.pin_memory = num_workers, collate_fn, pin_memory
+        self._loader: Optional[DataLoader] = None
         self.passes_drawn = 0
         self.position = 0
         self.batches: List[List[int]] = []
@@ -149,16 +204,26 @@ class BatchPlan:
         self.passes_drawn += 1
         self.position = 0
 
+    def loader(self) -> DataLoader:
+        """The plan's DataLoader (built once): the rest of the current pass, every item seeded (:class:`SeededItems`);
+        its generator is the plan's own, so loading never draws from the global one."""
+        if self._loader is None:
+            options = loader_options(self.num_workers, None, persistent=True)
+            self._loader = DataLoader(SeededItems(self.dataset), batch_sampler=_RemainingBatches(self),
+                                      collate_fn=self.collate_fn, generator=torch.Generator().manual_seed(self.seed),
+                                      **{**options, "pin_memory": self.pin_memory})
+        return self._loader
+
+    def close(self) -> None:
+        """Stop the loader's worker processes (the next batch starts them again, at the same place)."""
+        self._iterator, self._loader = None, None
+
     def next_batch(self) -> Any:
-        """The next batch, loaded and collated by a DataLoader over the rest of the pass (its worker seeds come
-        from the plan's seed, not from the global generator)."""
+        """The next batch, loaded and collated by :meth:`loader`."""
         if not self.batches or self.position >= len(self.batches):
             self._begin_pass()
         if self._iterator is None:
-            generator = torch.Generator().manual_seed(self.seed + self.passes_drawn)
-            loader = DataLoader(self.dataset, batch_sampler=self.batches[self.position:],
-                                num_workers=self.num_workers, collate_fn=self.collate_fn, generator=generator)
-            self._iterator = iter(loader)
+            self._iterator = iter(self.loader())
         self.position += 1
         return next(self._iterator)
 

@@ -20,16 +20,19 @@ from ..distributed import (
     is_distributed,
     unwrap_model,
 )
+from ..loader_options import resolve_num_workers
 from ..losses.adversarial_triplet_loss import AdversarialTripletLoss
 from ..progress import progress_bar
 from ..random_state import global_rng_state, set_global_rng_state
 from ..validation import check_number
 from .batch_plan import BatchPlan
 
-__all__ = ["TrideTrainer", "TrainingDivergedError", "CHECKPOINT_FORMAT", "LATEST_CHECKPOINT"]
+__all__ = ["TrideTrainer", "TrainingDivergedError", "CHECKPOINT_FORMAT", "LATEST_CHECKPOINT", "PRECISIONS"]
 
 CHECKPOINT_FORMAT = 2
 LATEST_CHECKPOINT = "latest.pt"
+# Compute precision of the training forward passes and the attack's passes: autocast dtype (None: plain fp32).
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 # Upper bound of the batch-plan seed drawn from torch's generator when none is given.
 MAX_PLAN_SEED = 2**31 - 1
 
@@ -46,8 +49,16 @@ class TrideTrainer(trainers.MetricLossOnly):
     ``seed`` (of the batch order; default: drawn from torch's generator) and ``disable_progress`` (hide the bars over
     epochs and iterations, with their time estimates), ``run_info`` (what the run is, e.g. ``{"defense": "hm",
     "dataset": "cub"}``, stored as the checkpoints' ``run`` entry so that a resume can check it continues the same
-    run). ``models["embedder"]`` is optional: without it PML adds an
-    identity, as usual, but does not warn. On top of the PML trainer it
+    run). PML's ``dataloader_num_workers`` defaults to
+    :func:`~pml_tride.loader_options.default_num_workers` of ``data_device`` (0 on CPU) instead of PML's 2; the
+    weights do not depend on it (every item is loaded under its own seed, see
+    :class:`~pml_tride.trainers.batch_plan.BatchPlan`), and the workers persist from pass to pass.
+    ``precision`` ("fp32" or "bf16": ``torch.autocast`` around the training forward and the loss, the attack's
+    passes included; the weights, the images and the adversarial perturbations stay fp32, the embeddings are cast
+    back to fp32 for the miner and the loss) and ``channels_last`` (models and batches in channels-last memory
+    format) are for GPUs.
+    ``models["embedder"]`` is optional: without it PML adds an identity, as usual, but does not warn. On top
+    of the PML trainer it
 
     * calls ``set_epoch(epoch, total_epochs)`` (0-based) on the metric loss and the tuple miner at the start of
       every epoch (progressive alpha, Appendix C; semi-hard band, Eq. 32);
@@ -78,16 +89,26 @@ class TrideTrainer(trainers.MetricLossOnly):
         seed: Optional[int] = None,
         disable_progress: bool = False,
         run_info: Optional[Dict[str, Any]] = None,
+        precision: str = "fp32",
+        channels_last: bool = False,
         **kwargs: Any,
     ) -> None:
         check_number("checkpoint_every", checkpoint_every, minimum=1, integer=True, optional=True)
         if checkpoint_every is not None and checkpoint_dir is None:
             raise ValueError("checkpoint_every needs a checkpoint_dir to write to")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        kwargs.setdefault("dataloader_num_workers", None)
         super().__init__(*args, **kwargs)
+        self.dataloader_num_workers = resolve_num_workers(self.dataloader_num_workers, self.data_device)
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
         self.disable_progress = disable_progress
         self.run_info = dict(run_info or {})
+        self.precision, self.channels_last = precision, bool(channels_last)
+        if self.channels_last:
+            for model in self.models.values():
+                model.to(memory_format=torch.channels_last)
         self.total_epochs: Optional[int] = None
         self.history: List[Dict[str, Any]] = []
         self.last_checkpoint: Optional[str] = None
@@ -108,7 +129,8 @@ class TrideTrainer(trainers.MetricLossOnly):
             seed = int(torch.randint(0, MAX_PLAN_SEED, ()).item())
         self.batch_plan = BatchPlan(self.dataset, self.batch_size, self.sampler, seed=broadcast_object(seed),
                                     rank=get_rank(), world_size=get_world_size(),
-                                    num_workers=self.dataloader_num_workers, collate_fn=self.collate_fn)
+                                    num_workers=self.dataloader_num_workers, collate_fn=self.collate_fn,
+                                    pin_memory=torch.device(self.data_device).type == "cuda")
         user_hook = self.end_of_epoch_hook
         self.end_of_epoch_hook = self._end_of_epoch_wrapper(user_hook)
 
@@ -132,6 +154,12 @@ class TrideTrainer(trainers.MetricLossOnly):
         :meth:`load_checkpoint` of a mid-epoch checkpoint, the first epoch continues at the next iteration."""
         self.initialize_dataloader()
         self.total_epochs = num_epochs
+        try:
+            self._train_epochs(start_epoch, num_epochs)
+        finally:
+            self.batch_plan.close()  # no loader worker outlives the training
+
+    def _train_epochs(self, start_epoch: int, num_epochs: int) -> None:
         start_iteration = self._resume_iteration if start_epoch == self._resume_epoch else 0
         self._resume_epoch, self._resume_iteration = None, 0
         hidden = self.disable_progress or get_rank() != 0
@@ -175,21 +203,25 @@ class TrideTrainer(trainers.MetricLossOnly):
     def calculate_loss(self, curr_batch) -> None:
         data, labels = curr_batch
         data = c_f.to_device(data, device=self.data_device, dtype=self.dtype)
-        embeddings = self.compute_embeddings(data)
-        if not torch.isfinite(embeddings).all():
-            self._diverged("the embeddings of the batch")
-        indices_tuple = self.maybe_mine_embeddings(embeddings, labels)
-        metric_loss = self.loss_funcs["metric_loss"]
-        if self.loss_weights.get("metric_loss", 0) <= 0:
-            self.losses["metric_loss"] = 0
-            return
-        if isinstance(metric_loss, AdversarialTripletLoss):
-            try:
-                value = metric_loss(embeddings, labels, indices_tuple, inputs=data)
-            except FloatingPointError:  # raised by the PGD engine (chained as the cause's context)
-                self._diverged("the adversarial attack's objective or input gradient")
-        else:
-            value = metric_loss(embeddings, labels, indices_tuple)
+        if self.channels_last and data.dim() == 4:
+            data = data.contiguous(memory_format=torch.channels_last)
+        dtype = PRECISIONS[self.precision]
+        with torch.autocast(data.device.type, dtype=dtype, enabled=dtype is not None):
+            embeddings = self.compute_embeddings(data).float()
+            if not torch.isfinite(embeddings).all():
+                self._diverged("the embeddings of the batch")
+            indices_tuple = self.maybe_mine_embeddings(embeddings, labels)
+            metric_loss = self.loss_funcs["metric_loss"]
+            if self.loss_weights.get("metric_loss", 0) <= 0:
+                self.losses["metric_loss"] = 0
+                return
+            if isinstance(metric_loss, AdversarialTripletLoss):
+                try:
+                    value = metric_loss(embeddings, labels, indices_tuple, inputs=data)
+                except FloatingPointError:  # raised by the PGD engine (chained as the cause's context)
+                    self._diverged("the adversarial attack's objective or input gradient")
+            else:
+                value = metric_loss(embeddings, labels, indices_tuple)
         self.losses["metric_loss"] = value
         self._record_iteration(metric_loss, value)
 
