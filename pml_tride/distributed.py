@@ -26,6 +26,7 @@ __all__ = [
     "all_gather_objects",
     "broadcast_object",
     "barrier",
+    "chunks_every_rank_forwards",
 ]
 
 # The environment variables torchrun sets in every worker.
@@ -113,3 +114,19 @@ def broadcast_object(value: Any, source: int = 0) -> Any:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
+
+
+def chunks_every_rank_forwards(local_chunks: int, device: torch.device) -> int:
+    """The number of chunked forward passes every rank must make: the largest ``local_chunks`` over the ranks
+    (``local_chunks`` itself in one process); one all-reduce of a single integer on ``device``.
+
+    Every forward through a ``DistributedDataParallel`` wrapper (and every ``SyncBatchNorm`` layer in train mode)
+    makes collective calls: a broadcast of the buffers, an all-gather of the batch statistics. A rank that makes
+    fewer of them than the others leaves those waiting for a partner that never comes, and the group hangs. A rank
+    with fewer chunks of its own forwards empty padding chunks up to this number (see
+    ``AdversarialTripletLoss.training_embeddings``)."""
+    if not is_distributed():
+        return local_chunks
+    count = torch.tensor([local_chunks], dtype=torch.int64, device=device)
+    dist.all_reduce(count, op=dist.ReduceOp.MAX)
+    return int(count.item())
