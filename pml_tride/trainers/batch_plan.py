@@ -10,6 +10,13 @@ classes of ``m`` images each), no batch is used twice, and one step covers ``wor
 
 The state (seed, passes drawn, the sampler's state before the current pass, position in the pass) is small
 and rank-independent: a resumed run redraws the current pass and continues at the same batch.
+
+A run may resume on another number of processes (e.g. fewer GPUs after a preemption). Then the batches of the
+current pass that no rank has trained yet are re-dealt to the new ranks: if ``g`` of the pass's batches were
+trained (``g = position * old_world_size`` after the batches dealt before), step ``s`` of rank ``r`` takes batch
+``g + s * world_size + r``; fewer than ``world_size`` batches left over at the end are skipped, as at the end of
+every pass. A pass that the old run had finished is not reopened: the next pass begins as usual. Later passes are
+dealt to the new ranks from their first batch.
 """
 
 from __future__ import annotations
@@ -109,6 +116,9 @@ class BatchPlan:
         self.num_workers, self.collate_fn = num_workers, collate_fn
         self.passes_drawn = 0
         self.position = 0
+        self.offset = 0
+        self.pass_length: Optional[int] = None
+        self.redealt_from: Optional[int] = None
         self.batches: List[List[int]] = []
         self.sampler_before_pass: Optional[Dict[str, Any]] = None
         self._iterator: Optional[Any] = None
@@ -120,39 +130,52 @@ class BatchPlan:
         index_sampler = self.sampler if self.sampler is not None else RandomSampler(self.dataset)
         return [list(batch) for batch in BatchSampler(index_sampler, self.batch_size, drop_last=True)]
 
-    def _draw_pass(self, number: int) -> None:
-        """Draw pass ``number`` (0-based) and keep this rank's batches."""
+    def _pass_batches(self, number: int) -> List[List[int]]:
+        """All batches of pass ``number`` (0-based), the same on every rank."""
         with _seeded_generators([self.seed, number]):
             batches = self._all_batches()
-        steps = len(batches) // self.world_size
-        if steps == 0:
+        if len(batches) < self.world_size:
             raise ValueError(
                 f"one pass of the sampler gives {len(batches)} batches of {self.batch_size}, fewer than the "
                 f"{self.world_size} ranks: use a smaller batch size or fewer processes"
             )
-        self.batches = [batches[step * self.world_size + self.rank] for step in range(steps)]
+        return batches
+
+    def _draw_pass(self, number: int) -> None:
+        """Draw pass ``number`` and keep this rank's batches."""
+        self._deal(self._pass_batches(number), 0)
+
+    def _deal(self, batches: List[List[int]], offset: int) -> None:
+        """Keep this rank's batches of a pass among those from batch ``offset`` on."""
+        steps = max(len(batches) - offset, 0) // self.world_size
+        self.pass_length, self.offset = len(batches), offset
+        self.batches = [batches[offset + step * self.world_size + self.rank] for step in range(steps)]
         self._iterator = None
 
     def __len__(self) -> int:
-        """Steps per pass (drawn once to count when no pass was drawn yet)."""
-        if not self.batches:
+        """Steps per whole pass (a pass is drawn once to count when none was drawn yet)."""
+        if self.pass_length is None:
             saved = sampler_state(self.sampler)
-            self._draw_pass(self.passes_drawn)
-            count, self.batches = len(self.batches), []
+            self.pass_length = len(self._pass_batches(self.passes_drawn))
             load_sampler_state(self.sampler, saved)
-            return count
-        return len(self.batches)
+        return self.pass_length // self.world_size
+
+    @property
+    def steps_left_in_pass(self) -> int:
+        """Steps of this rank still to take in the current pass."""
+        return len(self.batches) - self.position
 
     def _begin_pass(self) -> None:
         self.sampler_before_pass = sampler_state(self.sampler)
         self._draw_pass(self.passes_drawn)
+        self.redealt_from = None
         self.passes_drawn += 1
         self.position = 0
 
     def next_batch(self) -> Any:
         """The next batch, loaded and collated by a DataLoader over the rest of the pass (its worker seeds come
         from the plan's seed, not from the global generator)."""
-        if not self.batches or self.position >= len(self.batches):
+        if self.passes_drawn == 0 or self.position >= len(self.batches):
             self._begin_pass()
         if self._iterator is None:
             generator = torch.Generator().manual_seed(self.seed + self.passes_drawn)
@@ -165,17 +188,25 @@ class BatchPlan:
     # ----------------------------------------------------------------- state
     def state_dict(self) -> Dict[str, Any]:
         return {"seed": self.seed, "passes_drawn": self.passes_drawn, "position": self.position,
-                "sampler_before_pass": self.sampler_before_pass, "world_size": self.world_size}
+                "offset": self.offset, "sampler_before_pass": self.sampler_before_pass,
+                "world_size": self.world_size}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        if state["world_size"] != self.world_size:
-            raise ValueError(
-                f"the checkpoint was written by {state['world_size']} processes, this run has {self.world_size}: "
-                "resume with the same number of processes (the batches of a step depend on it)"
-            )
+        """Continue where ``state`` was taken; written by another number of processes, re-deal the rest of the
+        current pass (see the module docstring; :attr:`redealt_from` then holds the old number)."""
         self.seed, self.passes_drawn, self.position = state["seed"], state["passes_drawn"], state["position"]
+        offset, old_world_size = state.get("offset", 0), state["world_size"]
         self.sampler_before_pass = state["sampler_before_pass"]
-        self.batches, self._iterator = [], None
-        if self.passes_drawn > 0:
-            load_sampler_state(self.sampler, self.sampler_before_pass)
-            self._draw_pass(self.passes_drawn - 1)
+        self.batches, self._iterator, self.pass_length, self.offset = [], None, None, 0
+        self.redealt_from = None if old_world_size == self.world_size else old_world_size
+        if self.passes_drawn == 0:
+            return
+        load_sampler_state(self.sampler, self.sampler_before_pass)
+        batches = self._pass_batches(self.passes_drawn - 1)
+        if self.redealt_from is None:
+            self._deal(batches, offset)
+            return
+        old_steps = (len(batches) - offset) // old_world_size
+        finished = self.position >= old_steps  # the old run had trained its whole share of this pass
+        self._deal(batches, len(batches) if finished else offset + self.position * old_world_size)
+        self.position = 0

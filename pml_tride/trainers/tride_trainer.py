@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -27,6 +28,8 @@ from ..progress import progress_bar
 from .batch_plan import BatchPlan
 
 __all__ = ["TrideTrainer", "TrainingDivergedError", "CHECKPOINT_FORMAT", "TRACKED_STATS", "LATEST_CHECKPOINT"]
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 2
 LATEST_CHECKPOINT = "latest.pt"
@@ -347,12 +350,7 @@ class TrideTrainer(trainers.MetricLossOnly):
         known = isinstance(state, dict) and state.get("pml_tride_checkpoint") == CHECKPOINT_FORMAT
         if not known or "models" not in state:
             raise ValueError(f"{path!r} is not a TrideTrainer checkpoint (format {CHECKPOINT_FORMAT})")
-        if len(state["ranks"]) != get_world_size():
-            raise ValueError(
-                f"checkpoint {path!r} was written by {len(state['ranks'])} processes, this run has "
-                f"{get_world_size()}: resume with the same number of processes"
-            )
-        rank_state = state["ranks"][get_rank()]
+        rank_state = state["ranks"][get_rank() % len(state["ranks"])]  # new ranks: the state of rank r mod N
         groups = (("models", {name: unwrap_model(model) for name, model in self.models.items()}, state["models"]),
                   ("optimizers", self.optimizers, state["optimizers"]),
                   ("lr_schedulers", self.lr_schedulers, state["lr_schedulers"]),
@@ -369,7 +367,32 @@ class TrideTrainer(trainers.MetricLossOnly):
         self.history = list(rank_state["history"])
         self.epoch = state["epoch"]
         self.last_checkpoint = path
+        iteration = state["iteration"]
+        if self.batch_plan.redealt_from is not None and not state["epoch_complete"] and not self.iterations_per_epoch:
+            # an epoch is one pass: the resumed epoch ends with the re-dealt rest of the pass
+            iteration = len(self.batch_plan) - self.batch_plan.steps_left_in_pass
+        if self.batch_plan.redealt_from is not None:
+            self._log_redeal(path, state, iteration)
         if state["epoch_complete"]:
             return state["epoch"] + 1
-        self._resume_epoch, self._resume_iteration = state["epoch"], state["iteration"]
+        self._resume_epoch, self._resume_iteration = state["epoch"], iteration
         return state["epoch"]
+
+    def _log_redeal(self, path: str, state: Dict[str, Any], iteration: int) -> None:
+        """Say, once, how a checkpoint of another number of processes is continued (docs/scaling-out.md)."""
+        if get_rank() != 0:
+            return
+        plan, old = self.batch_plan, self.batch_plan.redealt_from
+        new = plan.world_size
+        left = plan.pass_length - plan.offset
+        where = (f"epoch {state['epoch'] + 1} starts at iteration 0" if state["epoch_complete"] else
+                 f"epoch {state['epoch']} resumes at iteration {iteration} (was {state['iteration']})")
+        rest = (f"the {left} batches of pass {plan.passes_drawn} not trained yet (0-based batches {plan.offset} to "
+                f"{plan.pass_length - 1} of {plan.pass_length}) are re-dealt, step s of rank r taking batch "
+                f"{plan.offset} + s*{new} + r ({left % new} left over skipped)" if left else
+                f"pass {plan.passes_drawn} was finished, nothing is re-dealt")
+        logger.warning(
+            "%s was written by %d process(es), this run has %d: the world size changed from %d to %d. Rule: %s; "
+            "later passes are dealt to the %d ranks as usual; rank r continues the random state of old rank r mod "
+            "%d; %s.", path, old, new, old, new, rest, new, old, where,
+        )
