@@ -129,6 +129,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-attacks", default="all", help="'all' or a comma list of monitoring attacks")
     parser.add_argument("--eval-select", choices=["ARS", "ERS", "R@1"], default="ARS",
                         help="what best.pt maximises")
+    parser.add_argument("--sync-bn", action="store_true",
+                        help="BatchNorm statistics over the batches of all processes (SyncBatchNorm); needs "
+                             "--nproc-per-node > 1 on GPUs")
     add_launch_arguments(parser)
 
 
@@ -185,6 +188,11 @@ def run_train_command(args: argparse.Namespace) -> int:
     from .models import build_model, save_model
     from .recipes import train_embedder
 
+    if args.sync_bn:  # refused before any process is launched
+        from .distributed import check_sync_batchnorm, launched_by_torchrun
+
+        world_size = int(os.environ["WORLD_SIZE"]) if launched_by_torchrun() else args.nproc_per_node
+        check_sync_batchnorm(world_size, _device(args.device))
     launched = launch(args)
     if launched is not None:
         return launched
@@ -211,6 +219,10 @@ def run_train_command(args: argparse.Namespace) -> int:
     if model.in_channels != channels:
         raise ValueError(f"--model {model_name} takes {model.in_channels}-channel images but the {args.dataset} images "
                          f"have {channels}: use --model small_cnn, which takes any number of channels")
+    if args.sync_bn:
+        from .distributed import convert_sync_batchnorm
+
+        convert_sync_batchnorm(model)
     end_of_epoch_hook, tester = None, None
     if args.eval_every:
         tester, end_of_epoch_hook = _monitoring_hook(args)

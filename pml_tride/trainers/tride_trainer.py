@@ -18,6 +18,8 @@ from ..distributed import (
     all_gather_objects,
     barrier,
     broadcast_object,
+    check_sync_batchnorm,
+    convert_sync_batchnorm,
     get_rank,
     get_world_size,
     is_distributed,
@@ -98,9 +100,10 @@ class TrideTrainer(trainers.MetricLossOnly):
 
     Same constructor as ``MetricLossOnly``, plus ``checkpoint_dir`` (write ``epoch_<k>.pt`` and ``latest.pt``
     after every epoch), ``checkpoint_every`` (also write ``latest.pt`` every that many iterations, mid-epoch),
-    ``seed`` (of the batch order; default: drawn from torch's generator) and ``disable_progress`` (hide the bars over
-    epochs and iterations, with their time estimates). ``models["embedder"]`` is optional: without it PML adds an
-    identity, as usual, but does not warn. On top of the PML trainer it
+    ``seed`` (of the batch order; default: drawn from torch's generator), ``disable_progress`` (hide the bars over
+    epochs and iterations, with their time estimates) and ``sync_batchnorm`` (replace the models' BatchNorm layers
+    by ``SyncBatchNorm`` in place: several processes on GPUs only, refused otherwise). ``models["embedder"]`` is
+    optional: without it PML adds an identity, as usual, but does not warn. On top of the PML trainer it
 
     * calls ``set_epoch(epoch, total_epochs)`` (0-based) on the metric loss and the tuple miner at the start of
       every epoch (progressive alpha, Appendix C; semi-hard band, Eq. 32);
@@ -130,6 +133,7 @@ class TrideTrainer(trainers.MetricLossOnly):
         checkpoint_every: Optional[int] = None,
         seed: Optional[int] = None,
         disable_progress: bool = False,
+        sync_batchnorm: bool = False,
         **kwargs: Any,
     ) -> None:
         if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
@@ -138,6 +142,8 @@ class TrideTrainer(trainers.MetricLossOnly):
         if checkpoint_every is not None and checkpoint_dir is None:
             raise ValueError("checkpoint_every needs a checkpoint_dir to write to")
         super().__init__(*args, **kwargs)
+        if sync_batchnorm:
+            self._convert_sync_batchnorm()
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
         self.disable_progress = disable_progress
@@ -164,6 +170,13 @@ class TrideTrainer(trainers.MetricLossOnly):
                                     num_workers=self.dataloader_num_workers, collate_fn=self.collate_fn)
         user_hook = self.end_of_epoch_hook
         self.end_of_epoch_hook = self._end_of_epoch_wrapper(user_hook)
+
+    def _convert_sync_batchnorm(self) -> None:
+        """``sync_batchnorm=True``: every model's BatchNorm layers become ``SyncBatchNorm`` (same tensors)."""
+        parameters = [p for model in self.models.values() for p in model.parameters()]
+        check_sync_batchnorm(get_world_size(), parameters[0].device if parameters else self.data_device)
+        for model in self.models.values():
+            convert_sync_batchnorm(model)
 
     # ------------------------------------------------------------------ epochs and batches
     def initialize_dataloader(self) -> None:
