@@ -23,6 +23,10 @@ LOSSES = {
     "ACTLoss": lambda model: ACTLoss(model, **ATTACK),
     "HMLoss": lambda model: HMLoss(model, **ATTACK),
 }
+# Runs of the worker: name -> (defense, DistributedDataParallel options); default DDP options for every defense,
+# and TrideLoss with find_unused_parameters (the reducer searches the graph at every forward, recomputations too).
+RUNS = {**{name: (name, {}) for name in LOSSES},
+        "TrideLoss-find_unused": ("TrideLoss", {"find_unused_parameters": True})}
 ATTACK = {"eps": 0.1, "alpha": 0.03, "steps": 2, "perturb": "per_triplet", "collect_stats": True}
 # Labels of each rank's 12 images per step: 6 pairs (120 triplets of TripletMarginMiner(type_of_triplets="all"),
 # many chunks), one pair among singletons (20 triplets, one or two chunks), all singletons (no triplet).
