@@ -476,7 +476,7 @@ class AdversarialTripletLoss(BaseMetricLossFunction):
         with empty chunks to the chunk count of the rank with the most under DDP (see :meth:`training_embeddings`)."""
         if not torch.is_grad_enabled():
             return self.model(images)
-        chunks = math.ceil(len(images) / size)
+        chunks = math.ceil(len(images) / max(size, 1))
         if self._wrapped:
             chunks = chunks_every_rank_forwards(chunks, images.device)
         if chunks <= 1:

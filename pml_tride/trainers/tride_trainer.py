@@ -358,7 +358,9 @@ class TrideTrainer(trainers.MetricLossOnly):
 
     def load_checkpoint(self, path: str) -> int:
         """Restore a checkpoint written by a TrideTrainer; returns the epoch to pass to ``train(start_epoch=)``
-        (the same epoch after a mid-epoch checkpoint, whose remaining iterations ``train`` then runs)."""
+        (the same epoch after a mid-epoch checkpoint, whose remaining iterations ``train`` then runs). A checkpoint
+        of another number of processes re-deals the rest of its pass over this run's ranks and logs the rule (see
+        :class:`~pml_tride.trainers.batch_plan.BatchPlan`; an epoch that is one pass then ends with the pass)."""
         state = load_state(path)
         known = isinstance(state, dict) and state.get("pml_tride_checkpoint") == CHECKPOINT_FORMAT
         if not known or "models" not in state:
@@ -397,13 +399,17 @@ class TrideTrainer(trainers.MetricLossOnly):
             return
         plan, old = self.batch_plan, self.batch_plan.redealt_from
         new = plan.world_size
-        left = plan.pass_length - plan.offset
+        left = (plan.pass_length or 0) - plan.offset
         where = (f"epoch {state['epoch'] + 1} starts at iteration 0" if state["epoch_complete"] else
                  f"epoch {state['epoch']} resumes at iteration {iteration} (was {state['iteration']})")
-        rest = (f"the {left} batches of pass {plan.passes_drawn} not trained yet (0-based batches {plan.offset} to "
-                f"{plan.pass_length - 1} of {plan.pass_length}) are re-dealt, step s of rank r taking batch "
-                f"{plan.offset} + s*{new} + r ({left % new} left over skipped)" if left else
-                f"pass {plan.passes_drawn} was finished, nothing is re-dealt")
+        if plan.pass_length is None:
+            rest = "no batch was drawn yet, nothing is re-dealt"
+        elif left:
+            rest = (f"the {left} batches of pass {plan.passes_drawn} not trained yet (0-based batches {plan.offset} "
+                    f"to {plan.pass_length - 1} of {plan.pass_length}) are re-dealt, step s of rank r taking batch "
+                    f"{plan.offset} + s*{new} + r ({left % new} left over skipped)")
+        else:
+            rest = f"pass {plan.passes_drawn} was finished, nothing is re-dealt"
         logger.warning(
             "%s was written by %d process(es), this run has %d: the world size changed from %d to %d. Rule: %s; "
             "later passes are dealt to the %d ranks as usual; rank r continues the random state of old rank r mod "
