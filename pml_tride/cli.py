@@ -198,6 +198,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                              "perturbations); for GPUs, not yet measured on one")
     parser.add_argument("--channels-last", action="store_true",
                         help="models and batches in channels-last memory format (for GPUs)")
+    parser.add_argument("--sync-bn", action="store_true",
+                        help="BatchNorm statistics over the batches of all processes (SyncBatchNorm); needs "
+                             "--nproc-per-node > 1 on GPUs")
     add_launch_arguments(parser)
 
 
@@ -264,6 +267,11 @@ def run_train_command(args: argparse.Namespace) -> int:
     from .recipes import train_embedder
 
     check_train_arguments(args)
+    if args.sync_bn:  # refused before any process is launched
+        from .distributed import check_sync_batchnorm, launched_by_torchrun
+
+        world_size = int(os.environ["WORLD_SIZE"]) if launched_by_torchrun() else args.nproc_per_node
+        check_sync_batchnorm(world_size, _device(args.device))
     launched = launch(args)
     if launched is not None:
         return launched
@@ -290,6 +298,10 @@ def run_train_command(args: argparse.Namespace) -> int:
     else:
         kwargs["in_channels"] = channels
     model = build_model(model_name, **kwargs)
+    if args.sync_bn:
+        from .distributed import convert_sync_batchnorm
+
+        convert_sync_batchnorm(model)
     end_of_epoch_hook, tester = None, None
     if args.eval_every:
         tester, end_of_epoch_hook = _monitoring_hook(args)

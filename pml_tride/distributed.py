@@ -26,6 +26,9 @@ __all__ = [
     "all_gather_objects",
     "broadcast_object",
     "barrier",
+    "chunks_every_rank_forwards",
+    "check_sync_batchnorm",
+    "convert_sync_batchnorm",
 ]
 
 # The environment variables torchrun sets in every worker.
@@ -113,3 +116,51 @@ def broadcast_object(value: Any, source: int = 0) -> Any:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
+
+
+def chunks_every_rank_forwards(local_chunks: int, device: torch.device) -> int:
+    """The number of chunked forward passes every rank must make: the largest ``local_chunks`` over the ranks
+    (``local_chunks`` itself in one process); one all-reduce of a single integer on ``device``.
+
+    Every forward through a ``DistributedDataParallel`` wrapper (and every ``SyncBatchNorm`` layer in train mode)
+    makes collective calls: a broadcast of the buffers, an all-gather of the batch statistics. A rank that makes
+    fewer of them than the others leaves those waiting for a partner that never comes, and the group hangs. A rank
+    with fewer chunks of its own forwards empty padding chunks up to this number (see
+    ``AdversarialTripletLoss.training_embeddings``)."""
+    if not is_distributed():
+        return local_chunks
+    count = torch.tensor([local_chunks], dtype=torch.int64, device=device)
+    dist.all_reduce(count, op=dist.ReduceOp.MAX)
+    return int(count.item())
+
+
+def check_sync_batchnorm(world_size: int, device: torch.device) -> None:
+    """Refuse ``SyncBatchNorm`` where it cannot work: one process (nothing to synchronise with) or a CPU device
+    (torch's ``SyncBatchNorm`` has no CPU implementation: in a CPU/gloo group its forward raises, and
+    ``DistributedDataParallel`` refuses to wrap it)."""
+    if world_size < 2:
+        raise ValueError(
+            f"sync_batchnorm (--sync-bn) synchronises BatchNorm statistics across processes, but this run has "
+            f"{world_size} process: drop it, or launch several (--nproc-per-node N, or torchrun)"
+        )
+    if torch.device(device).type == "cpu":
+        raise ValueError(
+            "sync_batchnorm (--sync-bn) needs GPUs: torch's SyncBatchNorm has no CPU implementation (in a CPU/gloo "
+            "process group its forward raises 'SyncBatchNorm expected input tensor to be on GPU'). On CPU train "
+            "without it: each rank then normalises with the statistics of its own batch"
+        )
+
+
+def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
+    """Replace every BatchNorm layer inside ``model`` (or inside its DDP wrapper) by a ``SyncBatchNorm`` in place:
+    the same parameter and buffer tensors, so optimizers, losses and a DDP wrapper that hold them keep working.
+    Returns ``model``. A model that is itself a single BatchNorm layer is refused (it cannot be replaced in place)."""
+    module = unwrap_model(model)
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        raise ValueError(
+            f"cannot convert a model that is itself a {type(module).__name__} layer in place: wrap it in a "
+            "container (e.g. torch.nn.Sequential) or call torch.nn.SyncBatchNorm.convert_sync_batchnorm yourself"
+        )
+    for name, child in module.named_children():
+        module.add_module(name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+    return model

@@ -19,6 +19,7 @@ from torch import nn
 
 from .. import pgd
 from ..chunks import chunk_slices
+from ..distributed import chunks_every_rank_forwards
 from ..pgd import PGDResult, frozen_model, projected_gradient_descent
 from .input_capture import InputCapture
 from .perturbation_set import PerturbationSet
@@ -61,9 +62,10 @@ class AttackPasses:
 
     def _idle_losses(self, inputs: torch.Tensor) -> Dict[str, Dict[str, Any]]:
         """Zero losses of a batch without triplets under DDP: the rank still makes the training forward through
-        the wrapper that the other ranks make for their adversarial images (same collective calls on every rank)."""
+        the wrapper that the other ranks make for their adversarial images, in as many chunks as the rank with the
+        most (same collective calls on every rank, see :meth:`training_embeddings`)."""
         with self._capture.paused():
-            output = self.model(inputs)
+            output = self._training_forward(inputs, self.chunk_size or len(inputs))
         losses = self.zero_losses()
         losses["loss"] = {"losses": (output * 0).sum(), "indices": None, "reduction_type": "already_reduced"}
         return losses
@@ -169,16 +171,37 @@ class AttackPasses:
         and each chunk's activations are recomputed in the backward pass (dropout draws the same masks; running
         statistics are updated once per chunk, not again by the recomputation). Each chunk is one batch for the
         model, so BatchNorm in train mode normalises a chunk with that chunk's statistics.
+
+        Under ``DistributedDataParallel`` every rank makes the same number of chunked forwards: the ranks'
+        triplet counts differ (with ``perturb="per_triplet"``, so do their numbers of images and of chunks), but
+        every forward through the wrapper, and its recomputation in the backward pass, makes collective calls
+        (the buffer broadcast, ``SyncBatchNorm``'s all-gathers), so a rank with fewer chunks would leave the others
+        waiting in one of them for ever. The ranks agree on the largest chunk count (one all-reduce), and a rank
+        with fewer chunks forwards empty padding chunks: they add no row and no gradient, make the same calls,
+        and leave the buffers as they were.
         """
         if result.steps_taken == 0 and not self._wrapped:
             return embeddings[perturbation.source_rows]
-        images, size = result.adversarial, self.chunk_size
+        images = result.adversarial
         with self._capture.paused():
-            if size is None or len(images) <= size or not torch.is_grad_enabled():
-                return self.model(images)
-            return torch.cat([
-                torch.utils.checkpoint.checkpoint(
-                    self.model, images[part], use_reentrant=False, context_fn=self._checkpoint_contexts
-                )
-                for part in chunk_slices(len(images), size)
-            ])
+            return self._training_forward(images, self.chunk_size or len(images))
+
+    def _training_forward(self, images: torch.Tensor, size: int) -> torch.Tensor:
+        """``self.model(images)`` with grad, in checkpointed chunks of ``size`` images when there are more, padded
+        with empty chunks to the chunk count of the rank with the most under DDP (see :meth:`training_embeddings`)."""
+        if not torch.is_grad_enabled():
+            return self.model(images)
+        parts = list(chunk_slices(len(images), max(size, 1)))
+        chunks = chunks_every_rank_forwards(len(parts), images.device) if self._wrapped else len(parts)
+        if chunks <= 1:
+            return self.model(images)
+        contexts = [self._checkpoint_contexts] * len(parts) + [self._padding_contexts] * (chunks - len(parts))
+        parts += [slice(0, 0)] * (chunks - len(parts))
+        return torch.cat([
+            torch.utils.checkpoint.checkpoint(self.model, images[part], use_reentrant=False, context_fn=context_fn)
+            for part, context_fn in zip(parts, contexts)
+        ])
+
+    def _padding_contexts(self) -> Tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
+        """A padding chunk leaves the buffers as they were, in its forward and in its recomputation."""
+        return self._recomputation(), self._recomputation()

@@ -11,10 +11,18 @@ classes of ``m`` images each), no batch is used twice, and one step covers ``wor
 The state (seed, passes drawn, the sampler's state before the current pass, position in the pass) is small
 and rank-independent: a resumed run redraws the current pass and continues at the same batch.
 
-Every item is loaded under torch's generator seeded from ``(seed, pass, batch, row)`` (and restored afterwards),
-so a random transform (crop, flip: :class:`~pml_tride.datasets.ImageTransform`, torchvision's transforms) draws
-the same values in the main process and in any loader worker: the batches, and so the trained weights, do not
-depend on the number of worker processes. Transforms that draw from numpy's or Python's generator are not covered.
+Every item is loaded under torch's generator seeded from ``(seed, pass, batch of the pass, row)`` (and restored
+afterwards), so a random transform (crop, flip: :class:`~pml_tride.datasets.ImageTransform`, torchvision's
+transforms) draws the same values in the main process and in any loader worker: the batches, and so the trained
+weights, do not depend on the number of worker processes, and a batch is loaded the same whichever rank takes it.
+Transforms that draw from numpy's or Python's generator are not covered.
+
+A run may resume on another number of processes (e.g. fewer GPUs after a preemption). Then the batches of the
+current pass that no rank has trained yet are re-dealt to the new ranks: if ``g`` of the pass's batches were
+trained (``g = position * old_world_size`` after the batches dealt before), step ``s`` of rank ``r`` takes batch
+``g + s * world_size + r``; fewer than ``world_size`` batches left over at the end are skipped, as at the end of
+every pass. A pass that the old run had finished is not reopened: the next pass begins as usual. Later passes are
+dealt to the new ranks from their first batch.
 """
 
 from __future__ import annotations
@@ -110,14 +118,18 @@ class _RemainingBatches:
 
     def __iter__(self) -> Iterator[List[Tuple[int, int]]]:
         plan = self.plan  # the pass and the position now, not when the loader first asks for a batch
-        return self._keyed(plan.seed, plan.passes_drawn, plan.rank, plan.batches, plan.position)
+        return self._keyed(plan.seed, plan.passes_drawn, plan.batches, plan.position,
+                           lambda step: plan.offset + step * plan.world_size + plan.rank)
 
     @staticmethod
-    def _keyed(seed: int, pass_number: int, rank: int, batches: List[List[int]], start: int
-               ) -> Iterator[List[Tuple[int, int]]]:
-        for number in range(start, len(batches)):
-            seeds = np.random.SeedSequence([seed, pass_number, rank, number]).generate_state(len(batches[number]))
-            yield [(index, int(item_seed)) for index, item_seed in zip(batches[number], seeds)]
+    def _keyed(seed: int, pass_number: int, batches: List[List[int]], start: int,
+               batch_of_pass: Callable[[int], int]) -> Iterator[List[Tuple[int, int]]]:
+        """Each item with its seed, from the batch's number in the whole pass (not in this rank's share): a batch
+        is loaded the same whichever rank takes it, also after a resume on another number of processes."""
+        for step in range(start, len(batches)):
+            key = [seed, pass_number, batch_of_pass(step)]
+            seeds = np.random.SeedSequence(key).generate_state(len(batches[step]))
+            yield [(index, int(item_seed)) for index, item_seed in zip(batches[step], seeds)]
 
 
 class BatchPlan:
@@ -164,6 +176,9 @@ class BatchPlan:
         self._loader: Optional[DataLoader] = None
         self.passes_drawn = 0
         self.position = 0
+        self.offset = 0
+        self.pass_length: Optional[int] = None
+        self.redealt_from: Optional[int] = None
         self.batches: List[List[int]] = []
         self.sampler_before_pass: Optional[Dict[str, Any]] = None
         self._iterator: Optional[Any] = None
@@ -175,32 +190,45 @@ class BatchPlan:
         index_sampler = self.sampler if self.sampler is not None else RandomSampler(self.dataset)
         return [list(batch) for batch in BatchSampler(index_sampler, self.batch_size, drop_last=True)]
 
-    def _draw_pass(self, number: int) -> None:
-        """Draw pass ``number`` (0-based) and keep this rank's batches."""
+    def _pass_batches(self, number: int) -> List[List[int]]:
+        """All batches of pass ``number`` (0-based), the same on every rank."""
         with _seeded_generators([self.seed, number]):
             batches = self._all_batches()
-        steps = len(batches) // self.world_size
-        if steps == 0:
+        if len(batches) < self.world_size:
             raise ValueError(
                 f"one pass of the sampler gives {len(batches)} batches of {self.batch_size}, fewer than the "
                 f"{self.world_size} ranks: use a smaller batch size or fewer processes"
             )
-        self.batches = [batches[step * self.world_size + self.rank] for step in range(steps)]
+        return batches
+
+    def _draw_pass(self, number: int) -> None:
+        """Draw pass ``number`` and keep this rank's batches."""
+        self._deal(self._pass_batches(number), 0)
+
+    def _deal(self, batches: List[List[int]], offset: int) -> None:
+        """Keep this rank's batches of a pass among those from batch ``offset`` on."""
+        steps = max(len(batches) - offset, 0) // self.world_size
+        self.pass_length, self.offset = len(batches), offset
+        self.batches = [batches[offset + step * self.world_size + self.rank] for step in range(steps)]
         self._iterator = None
 
     def __len__(self) -> int:
-        """Steps per pass (drawn once to count when no pass was drawn yet)."""
-        if not self.batches:
+        """Steps per whole pass (a pass is drawn once to count when none was drawn yet)."""
+        if self.pass_length is None:
             saved = sampler_state(self.sampler)
-            self._draw_pass(self.passes_drawn)
-            count, self.batches = len(self.batches), []
+            self.pass_length = len(self._pass_batches(self.passes_drawn))
             load_sampler_state(self.sampler, saved)
-            return count
-        return len(self.batches)
+        return self.pass_length // self.world_size
+
+    @property
+    def steps_left_in_pass(self) -> int:
+        """Steps of this rank still to take in the current pass."""
+        return len(self.batches) - self.position
 
     def _begin_pass(self) -> None:
         self.sampler_before_pass = sampler_state(self.sampler)
         self._draw_pass(self.passes_drawn)
+        self.redealt_from = None
         self.passes_drawn += 1
         self.position = 0
 
@@ -220,7 +248,7 @@ class BatchPlan:
 
     def next_batch(self) -> Any:
         """The next batch, loaded and collated by :meth:`loader`."""
-        if not self.batches or self.position >= len(self.batches):
+        if self.passes_drawn == 0 or self.position >= len(self.batches):
             self._begin_pass()
         if self._iterator is None:
             self._iterator = iter(self.loader())
@@ -230,17 +258,25 @@ class BatchPlan:
     # ----------------------------------------------------------------- state
     def state_dict(self) -> Dict[str, Any]:
         return {"seed": self.seed, "passes_drawn": self.passes_drawn, "position": self.position,
-                "sampler_before_pass": self.sampler_before_pass, "world_size": self.world_size}
+                "offset": self.offset, "sampler_before_pass": self.sampler_before_pass,
+                "world_size": self.world_size}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        if state["world_size"] != self.world_size:
-            raise ValueError(
-                f"the checkpoint was written by {state['world_size']} processes, this run has {self.world_size}: "
-                "resume with the same number of processes (the batches of a step depend on it)"
-            )
+        """Continue where ``state`` was taken; written by another number of processes, re-deal the rest of the
+        current pass (see the module docstring; :attr:`redealt_from` then holds the old number)."""
         self.seed, self.passes_drawn, self.position = state["seed"], state["passes_drawn"], state["position"]
+        offset, old_world_size = state.get("offset", 0), state["world_size"]
         self.sampler_before_pass = state["sampler_before_pass"]
-        self.batches, self._iterator = [], None
-        if self.passes_drawn > 0:
-            load_sampler_state(self.sampler, self.sampler_before_pass)
-            self._draw_pass(self.passes_drawn - 1)
+        self.batches, self._iterator, self.pass_length, self.offset = [], None, None, 0
+        self.redealt_from = None if old_world_size == self.world_size else old_world_size
+        if self.passes_drawn == 0:
+            return
+        load_sampler_state(self.sampler, self.sampler_before_pass)
+        batches = self._pass_batches(self.passes_drawn - 1)
+        if self.redealt_from is None:
+            self._deal(batches, offset)
+            return
+        old_steps = (len(batches) - offset) // old_world_size
+        finished = self.position >= old_steps  # the old run had trained its whole share of this pass
+        self._deal(batches, len(batches) if finished else offset + self.position * old_world_size)
+        self.position = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -15,6 +16,8 @@ from ..distributed import (
     all_gather_objects,
     barrier,
     broadcast_object,
+    check_sync_batchnorm,
+    convert_sync_batchnorm,
     get_rank,
     get_world_size,
     is_distributed,
@@ -28,6 +31,8 @@ from ..validation import check_number
 from .batch_plan import BatchPlan
 
 __all__ = ["TrideTrainer", "TrainingDivergedError", "CHECKPOINT_FORMAT", "LATEST_CHECKPOINT", "PRECISIONS"]
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 2
 LATEST_CHECKPOINT = "latest.pt"
@@ -49,7 +54,8 @@ class TrideTrainer(trainers.MetricLossOnly):
     ``seed`` (of the batch order; default: drawn from torch's generator) and ``disable_progress`` (hide the bars over
     epochs and iterations, with their time estimates), ``run_info`` (what the run is, e.g. ``{"defense": "hm",
     "dataset": "cub"}``, stored as the checkpoints' ``run`` entry so that a resume can check it continues the same
-    run). PML's ``dataloader_num_workers`` defaults to
+    run), ``sync_batchnorm`` (replace the models' BatchNorm layers by ``SyncBatchNorm`` in place:
+    several processes on GPUs only, refused otherwise). PML's ``dataloader_num_workers`` defaults to
     :func:`~pml_tride.loader_options.default_num_workers` of ``data_device`` (0 on CPU) instead of PML's 2; the
     weights do not depend on it (every item is loaded under its own seed, see
     :class:`~pml_tride.trainers.batch_plan.BatchPlan`), and the workers persist from pass to pass.
@@ -91,6 +97,7 @@ class TrideTrainer(trainers.MetricLossOnly):
         run_info: Optional[Dict[str, Any]] = None,
         precision: str = "fp32",
         channels_last: bool = False,
+        sync_batchnorm: bool = False,
         **kwargs: Any,
     ) -> None:
         check_number("checkpoint_every", checkpoint_every, minimum=1, integer=True, optional=True)
@@ -101,6 +108,8 @@ class TrideTrainer(trainers.MetricLossOnly):
         kwargs.setdefault("dataloader_num_workers", None)
         super().__init__(*args, **kwargs)
         self.dataloader_num_workers = resolve_num_workers(self.dataloader_num_workers, self.data_device)
+        if sync_batchnorm:
+            self._convert_sync_batchnorm()
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
         self.disable_progress = disable_progress
@@ -133,6 +142,13 @@ class TrideTrainer(trainers.MetricLossOnly):
                                     pin_memory=torch.device(self.data_device).type == "cuda")
         user_hook = self.end_of_epoch_hook
         self.end_of_epoch_hook = self._end_of_epoch_wrapper(user_hook)
+
+    def _convert_sync_batchnorm(self) -> None:
+        """``sync_batchnorm=True``: every model's BatchNorm layers become ``SyncBatchNorm`` (same tensors)."""
+        parameters = [p for model in self.models.values() for p in model.parameters()]
+        check_sync_batchnorm(get_world_size(), parameters[0].device if parameters else self.data_device)
+        for model in self.models.values():
+            convert_sync_batchnorm(model)
 
     # ------------------------------------------------------------------ epochs and batches
     def initialize_dataloader(self) -> None:
@@ -325,17 +341,14 @@ class TrideTrainer(trainers.MetricLossOnly):
 
     def load_checkpoint(self, path: str) -> int:
         """Restore a checkpoint written by a TrideTrainer; returns the epoch to pass to ``train(start_epoch=)``
-        (the same epoch after a mid-epoch checkpoint, whose remaining iterations ``train`` then runs)."""
+        (the same epoch after a mid-epoch checkpoint, whose remaining iterations ``train`` then runs). A checkpoint
+        of another number of processes re-deals the rest of its pass over this run's ranks and logs the rule (see
+        :class:`~pml_tride.trainers.batch_plan.BatchPlan`; an epoch that is one pass then ends with the pass)."""
         state = load_state(path)
         known = isinstance(state, dict) and state.get("pml_tride_checkpoint") == CHECKPOINT_FORMAT
         if not known or "models" not in state:
             raise ValueError(f"{path!r} is not a TrideTrainer checkpoint (format {CHECKPOINT_FORMAT})")
-        if len(state["ranks"]) != get_world_size():
-            raise ValueError(
-                f"checkpoint {path!r} was written by {len(state['ranks'])} processes, this run has "
-                f"{get_world_size()}: resume with the same number of processes"
-            )
-        rank_state = state["ranks"][get_rank()]
+        rank_state = state["ranks"][get_rank() % len(state["ranks"])]  # new ranks: the state of rank r mod N
         groups = (("models", {name: unwrap_model(model) for name, model in self.models.items()}, state["models"]),
                   ("optimizers", self.optimizers, state["optimizers"]),
                   ("lr_schedulers", self.lr_schedulers, state["lr_schedulers"]),
@@ -352,7 +365,36 @@ class TrideTrainer(trainers.MetricLossOnly):
         self.history = list(rank_state["history"])
         self.epoch = state["epoch"]
         self.last_checkpoint = path
+        iteration = state["iteration"]
+        if self.batch_plan.redealt_from is not None and not state["epoch_complete"] and not self.iterations_per_epoch:
+            # an epoch is one pass: the resumed epoch ends with the re-dealt rest of the pass
+            iteration = len(self.batch_plan) - self.batch_plan.steps_left_in_pass
+        if self.batch_plan.redealt_from is not None:
+            self._log_redeal(path, state, iteration)
         if state["epoch_complete"]:
             return state["epoch"] + 1
-        self._resume_epoch, self._resume_iteration = state["epoch"], state["iteration"]
+        self._resume_epoch, self._resume_iteration = state["epoch"], iteration
         return state["epoch"]
+
+    def _log_redeal(self, path: str, state: Dict[str, Any], iteration: int) -> None:
+        """Say, once, how a checkpoint of another number of processes is continued (docs/scaling-out.md)."""
+        if get_rank() != 0:
+            return
+        plan, old = self.batch_plan, self.batch_plan.redealt_from
+        new = plan.world_size
+        left = (plan.pass_length or 0) - plan.offset
+        where = (f"epoch {state['epoch'] + 1} starts at iteration 0" if state["epoch_complete"] else
+                 f"epoch {state['epoch']} resumes at iteration {iteration} (was {state['iteration']})")
+        if plan.pass_length is None:
+            rest = "no batch was drawn yet, nothing is re-dealt"
+        elif left:
+            rest = (f"the {left} batches of pass {plan.passes_drawn} not trained yet (0-based batches {plan.offset} "
+                    f"to {plan.pass_length - 1} of {plan.pass_length}) are re-dealt, step s of rank r taking batch "
+                    f"{plan.offset} + s*{new} + r ({left % new} left over skipped)")
+        else:
+            rest = f"pass {plan.passes_drawn} was finished, nothing is re-dealt"
+        logger.warning(
+            "%s was written by %d process(es), this run has %d: the world size changed from %d to %d. Rule: %s; "
+            "later passes are dealt to the %d ranks as usual; rank r continues the random state of old rank r mod "
+            "%d; %s.", path, old, new, old, new, rest, new, old, where,
+        )

@@ -54,5 +54,42 @@ def test_state_resumes_in_the_middle_of_a_pass():
     resumed = plan(seed=99)
     resumed.load_state_dict(interrupted.state_dict())
     assert [indices(resumed.next_batch()) for _ in range(2 * len(whole) - 2)] == expected[len(whole) + 2:]
-    with pytest.raises(ValueError, match="same number of processes"):
-        plan(0, 2).load_state_dict(interrupted.state_dict())
+    assert resumed.redealt_from is None
+
+
+@pytest.mark.parametrize("old, new, steps_taken", [(2, 1, 1), (1, 2, 3), (2, 3, 1), (3, 2, 1)])
+def test_resume_on_another_number_of_processes_redeals_the_rest_of_the_pass(old, new, steps_taken):
+    single = plan(seed=5)
+    passes = [[indices(single.next_batch()) for _ in range(len(single))] for _ in range(2)]
+    interrupted = [plan(rank, old, seed=5) for rank in range(old)]
+    for rank_plan in interrupted:
+        for _ in range(steps_taken):
+            rank_plan.next_batch()
+    state = interrupted[0].state_dict()
+    for rank_plan in interrupted:  # rank-independent
+        other = rank_plan.state_dict()
+        assert torch.equal(other.pop("sampler_before_pass")["labels"], state["sampler_before_pass"]["labels"])
+        assert other == {key: value for key, value in state.items() if key != "sampler_before_pass"}
+    trained = steps_taken * old  # batches of the pass trained before the interruption
+    for rank in range(new):
+        resumed = plan(rank, new, seed=99)
+        resumed.load_state_dict(state)
+        assert resumed.redealt_from == old and len(resumed) == len(passes[0]) // new
+        left = (len(passes[0]) - trained) // new  # a remainder of fewer than `new` batches is skipped
+        assert resumed.steps_left_in_pass == left
+        rest = [indices(resumed.next_batch()) for _ in range(left)]
+        assert rest == [passes[0][trained + step * new + rank] for step in range(left)]
+        following = [indices(resumed.next_batch()) for _ in range(len(resumed))]  # the next pass, dealt as usual
+        assert following == [passes[1][step * new + rank] for step in range(len(resumed))]
+        assert resumed.redealt_from is None
+
+
+def test_a_pass_the_old_processes_had_finished_is_not_reopened():
+    single = plan(seed=2)
+    passes = [[indices(single.next_batch()) for _ in range(len(single))] for _ in range(2)]
+    finished = plan(0, 4, seed=2)  # 6 batches over 4 ranks: one step each, batches 4 and 5 skipped
+    finished.next_batch()
+    resumed = plan(0, 1, seed=2)
+    resumed.load_state_dict(finished.state_dict())
+    assert resumed.steps_left_in_pass == 0
+    assert indices(resumed.next_batch()) == passes[1][0]
