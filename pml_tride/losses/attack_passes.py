@@ -66,6 +66,11 @@ class AttackPasses:
         most (same collective calls on every rank, see :meth:`training_embeddings`)."""
         with self._capture.paused():
             output = self._training_forward(inputs, self.chunk_size or len(inputs))
+        return self.zero_losses_through(output)
+
+    def zero_losses_through(self, output: torch.Tensor) -> Dict[str, Dict[str, Any]]:
+        """Zero losses whose backward still runs through ``output``, a training forward already made through the
+        DDP wrapper: its recomputation and gradient all-reduce are collective calls every rank must make."""
         losses = self.zero_losses()
         losses["loss"] = {"losses": (output * 0).sum(), "indices": None, "reduction_type": "already_reduced"}
         return losses

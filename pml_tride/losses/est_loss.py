@@ -85,8 +85,8 @@ class ESTLoss(AdversarialTripletLoss):
         mined = self.miner(batch.adversarial.detach(), labels)
         triplets = lmu.convert_to_triplets(mined, labels, t_per_anchor=self.triplets_per_anchor)
         triplets = tuple(c_f.to_device(index, embeddings) for index in triplets)
-        if len(triplets[0]) == 0:
-            return self.zero_losses()
+        if len(triplets[0]) == 0:  # under DDP the backward still runs through this rank's training forward
+            return self.zero_losses_through(batch.adversarial) if self._wrapped else self.zero_losses()
         batch = dataclasses.replace(batch, triplets=triplets)
         return self.adversarial_loss_dict(batch, tuple(batch.adversarial[rows] for rows in triplets))
 

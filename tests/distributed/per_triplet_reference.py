@@ -28,6 +28,10 @@ LOSSES = {
 RUNS = {**{name: (name, {}) for name in LOSSES},
         "TrideLoss-find_unused": ("TrideLoss", {"find_unused_parameters": True})}
 ATTACK = {"eps": 0.1, "alpha": 0.03, "steps": 2, "perturb": "per_triplet", "collect_stats": True}
+# ESTLoss re-mining the adversarial batch (every image perturbed once) in chunks of 4 images: a rank whose re-mined
+# batch has no triplet must still back-propagate through its chunked training forward like the others.
+REMINE_RUNS = {"ESTLoss-remine": lambda model: ESTLoss(model, miner=miner(), eps=0.1, alpha=0.03, steps=2,
+                                                       attack_batch_size=4)}
 # Labels of each rank's 12 images per step: 6 pairs (120 triplets of TripletMarginMiner(type_of_triplets="all"),
 # many chunks), one pair among singletons (20 triplets, one or two chunks), all singletons (no triplet).
 PAIRS = torch.arange(6).repeat(2)

@@ -16,17 +16,17 @@ from torch.nn.parallel import DistributedDataParallel
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from per_triplet_reference import LOSSES, RUNS, STEPS, batch, build_model, miner  # noqa: E402
+from per_triplet_reference import LOSSES, REMINE_RUNS, RUNS, STEPS, batch, build_model, miner  # noqa: E402
 
 from pml_tride.distributed import get_rank, init_from_environment  # noqa: E402
 
 
 def train(out, run):
     rank = get_rank()
-    name, ddp_options = RUNS[run]
+    name, ddp_options = RUNS.get(run, (run, {}))
     model = build_model()
     wrapped = DistributedDataParallel(model, **ddp_options)
-    loss_func, mine = LOSSES[name](wrapped), miner()
+    loss_func, mine = {**LOSSES, **REMINE_RUNS}[name](wrapped), miner()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     first, perturbed = None, []
     for step in range(STEPS):
@@ -47,6 +47,6 @@ def train(out, run):
 if __name__ == "__main__":
     torch.set_num_threads(1)
     init_from_environment(torch.device("cpu"))
-    for run_name in RUNS:
+    for run_name in [*RUNS, *REMINE_RUNS]:
         train(sys.argv[1], run_name)
     torch.distributed.destroy_process_group()

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 from distributed_helpers import run_group
-from per_triplet_reference import CHUNK_IMAGES, LOSSES, RUNS, batch, build_model, miner
+from per_triplet_reference import CHUNK_IMAGES, LOSSES, REMINE_RUNS, RUNS, batch, build_model, miner
 
 WORKER = os.path.join(os.path.dirname(__file__), "per_triplet_worker.py")
 # The worker trains 5 runs of 3 steps on 12 images per rank: seconds (more on a busy machine); a hang is killed
@@ -72,3 +72,11 @@ def test_per_triplet_ranks_with_unequal_triplets_finish_and_agree(group_results,
         assert torch.allclose(ranks[0]["first"][key], reference[key], atol=1e-6), key
         assert torch.equal(ranks[0]["final"][key], ranks[1]["final"][key]), key
         assert not torch.equal(ranks[0]["final"][key], ranks[0]["first"][key]), key  # later steps trained too
+
+
+@pytest.mark.parametrize("run", sorted(REMINE_RUNS))
+def test_a_rank_whose_remined_batch_has_no_triplet_finishes_with_the_others(group_results, run):
+    ranks = [torch.load(group_results / f"{run}_rank{rank}.pt", weights_only=True) for rank in range(2)]
+    for key in ranks[0]["final"]:
+        assert torch.equal(ranks[0]["final"][key], ranks[1]["final"][key]), key
+        assert not torch.equal(ranks[0]["final"][key], ranks[0]["first"][key]), key
