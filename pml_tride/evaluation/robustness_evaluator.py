@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 import time
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
@@ -18,9 +19,13 @@ from ..distributed import all_gather_objects, broadcast_object, get_rank, get_wo
 from ..pgd import frozen_model
 from ..progress import progress_bar
 from .benign import ClassMembers, benign_metrics, retrieval_block
+from .collapse import chance_recall_at_1
 from .robustness_report import RobustnessReport
 
 __all__ = ["RobustnessEvaluator", "clean_recall_at_1"]
+
+logger = logging.getLogger(__name__)
+
 
 @contextlib.contextmanager
 def preserved_random_state() -> Iterator[None]:
@@ -247,7 +252,11 @@ class RobustnessEvaluator:
             "attack_seconds": timings, "processes": world_size, "total_seconds": time.perf_counter() - started,
         }
         clean_r1 = None if len(attacked) == len(pool) else clean_recall_at_1(pool, attacked.to(pool.embeddings.device))
-        return RobustnessReport.from_trials(benign, trials, settings, clean_r1=clean_r1)
+        chance_r1 = chance_recall_at_1(pool.labels)
+        report = RobustnessReport.from_trials(benign, trials, settings, clean_r1=clean_r1, chance_r1=chance_r1)
+        if report.collapsed and get_rank() == 0:
+            logger.warning("%s", report.notes()[0])
+        return report
 
     @staticmethod
     def _concatenate(name: str, parts: List[AttackTrials]) -> AttackTrials:
