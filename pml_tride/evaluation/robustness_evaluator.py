@@ -18,7 +18,7 @@ from ..attacks import ATTACK_NAMES, AttackContext, AttackTrials, BaseRankingAtta
 from ..distributed import all_gather_objects, broadcast_object, get_rank, get_world_size, unwrap_model
 from ..pgd import frozen_model
 from ..progress import progress_bar
-from .benign import ClassMembers, benign_metrics, retrieval_block
+from .benign import ClassMembers, benign_metrics, pool_entanglement, retrieval_block
 from .collapse import chance_recall_at_1
 from .robustness_report import RobustnessReport
 
@@ -79,7 +79,9 @@ class RobustnessEvaluator:
         device: where the data and the pool go (default: the model's device); the model must already be there.
         input_range: valid pixel range.
         progress: show tqdm progress bars with a time estimate.
-        benign: compute R@1/R@2/mAP/NMI (R@1 is needed for ARS).
+        benign: compute R@1/R@2/mAP/NMI (R@1 is needed for ARS and the collapse flag) and the entanglement
+            d_intra/d_inter of the pool (on a fixed subsample of
+            :data:`~pml_tride.evaluation.benign.ENTANGLEMENT_SAMPLE` items when larger).
         max_batches: attack only the first batches of each attack (a quick look; ERS/ARS then cover a subset).
         use_faiss: use faiss for k-means when installed.
         queries: attack only this many test images, a random subset drawn from ``seed`` that is the same in every
@@ -209,10 +211,11 @@ class RobustnessEvaluator:
                              "model.to(device)")
         started = time.perf_counter()
         pool = self.build_pool(model, dataset)
-        benign = {}
+        benign, entanglement = {}, (None, None)
         if self.benign:  # computed once, on rank 0
-            benign = broadcast_object(benign_metrics(pool.embeddings, pool.labels, use_faiss=self.use_faiss)
-                                      if get_rank() == 0 else None)
+            benign, entanglement = broadcast_object(
+                (benign_metrics(pool.embeddings, pool.labels, use_faiss=self.use_faiss),
+                 pool_entanglement(pool.embeddings, pool.labels)) if get_rank() == 0 else None)
         attacked = self.attacked_indices(len(dataset))
         batch_rows = self._batch_rows(attacked.tolist())
         batches = len(batch_rows)
@@ -254,6 +257,7 @@ class RobustnessEvaluator:
         clean_r1 = None if len(attacked) == len(pool) else clean_recall_at_1(pool, attacked.to(pool.embeddings.device))
         chance_r1 = chance_recall_at_1(pool.labels)
         report = RobustnessReport.from_trials(benign, trials, settings, clean_r1=clean_r1, chance_r1=chance_r1)
+        report.entanglement, report.entanglement_items = entanglement
         if report.collapsed and get_rank() == 0:
             logger.warning("%s", report.notes()[0])
         return report

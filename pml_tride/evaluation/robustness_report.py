@@ -43,7 +43,9 @@ class RobustnessReport:
     included), seed, pool size, attacked queries and timings. ``chance_r1``: the chance R@1 (percent) of the test
     set's labels; ``collapsed``: whether the benign R@1 is within ``COLLAPSE_LIFT`` of the way from chance to 100
     (:func:`~pml_tride.evaluation.is_collapsed`; None without a benign R@1), in which case ERS and ARS do not
-    measure robustness (see :meth:`notes`).
+    measure robustness (see :meth:`notes`). ``entanglement``: d_intra / d_inter of the benign test embeddings
+    (CA-TRIDE Table 5) over ``entanglement_items`` items (a fixed seeded subsample of large pools; None when
+    undefined or without benign metrics).
     """
 
     benign: Dict[str, float]
@@ -59,6 +61,8 @@ class RobustnessReport:
     ars_r1: Optional[float] = None
     chance_r1: Optional[float] = None
     collapsed: Optional[bool] = None
+    entanglement: Optional[float] = None
+    entanglement_items: Optional[int] = None
 
     @classmethod
     def from_trials(cls, benign: Dict[str, float], trials: Dict[str, AttackTrials], settings: Dict[str, Any],
@@ -201,11 +205,11 @@ class RobustnessReport:
                                          ", raw attack results (Table 2 units: % except TMA cosine and ES:D L2) "
                                          "and ERS"),
                  "",
-                 "| " + " | ".join(["model"] + benign_names + ["chance R@1", "collapsed"] + raw_names + score_names)
-                 + " |",
-                 "|" + "---|" * (3 + len(benign_names) + len(raw_names) + len(score_names)),
+                 "| " + " | ".join(["model"] + benign_names + ["chance R@1", "collapsed", "d_intra/d_inter"]
+                                   + raw_names + score_names) + " |",
+                 "|" + "---|" * (4 + len(benign_names) + len(raw_names) + len(score_names)),
                  "| " + " | ".join([title] + [self._cell(self.benign.get(n)) for n in benign_names]
-                                   + [self._cell(self.chance_r1), collapsed]
+                                   + [self._cell(self.chance_r1), collapsed, self._cell(self.entanglement, 3)]
                                    + [self._cell(self.raw[n], raw_digits.get(n, 1)) for n in raw_names]
                                    + score_cells) + " |"]
         if not self.benign_only:

@@ -34,7 +34,7 @@ def _metric_name(attack: str) -> str:
     return "ARS_" + attack.replace("+", "_plus").replace("-", "_minus").replace(":", "_")
 
 
-METRICS = (("ARS", "ERS", "ARS_per_trial", "R_at_1", "mAP", "chance_R_at_1", "collapsed", SCORE)
+METRICS = (("ARS", "ERS", "ARS_per_trial", "R_at_1", "mAP", "chance_R_at_1", "collapsed", "entanglement", SCORE)
            + tuple(_metric_name(a) for a in ARS_ATTACKS))
 
 
@@ -47,7 +47,8 @@ def robustness_metrics(report: RobustnessReport) -> Dict[str, float]:
 
     ``ARS``/``ERS`` are the overall scores when every attack they need ran; with a subset of the attacks (cheap
     monitoring) they are the mean of the per-attack scores of the attacks that ran. ``chance_R_at_1`` is the test
-    set's chance R@1 and ``collapsed`` 1.0 for a collapsed model (0.0 if not, NaN when unknown).
+    set's chance R@1, ``collapsed`` 1.0 for a collapsed model (0.0 if not, NaN when unknown) and ``entanglement``
+    the test embeddings' d_intra/d_inter.
     """
     ars = report.ars if report.ars is not None else _mean(list(report.ars_per_attack.values()))
     ers = report.ers if report.ers is not None else _mean(list(ers_per_attack(report.raw, partial=True).values()))
@@ -57,7 +58,8 @@ def robustness_metrics(report: RobustnessReport) -> Dict[str, float]:
     metrics = {"ARS": ars, "ERS": ers, "ARS_per_trial": per_trial, "R_at_1": report.benign.get("R@1", math.nan),
                "mAP": report.benign.get("mAP", math.nan),
                "chance_R_at_1": math.nan if report.chance_r1 is None else report.chance_r1,
-               "collapsed": math.nan if report.collapsed is None else float(report.collapsed)}
+               "collapsed": math.nan if report.collapsed is None else float(report.collapsed),
+               "entanglement": math.nan if report.entanglement is None else report.entanglement}
     metrics.update({_metric_name(a): report.ars_per_attack.get(a, math.nan) for a in ARS_ATTACKS})
     return metrics
 

@@ -61,10 +61,13 @@ def test_a_scrambled_model_is_flagged(collapsed_report, digits, tmp_path):
     markdown = collapsed_report.to_markdown("scrambled")
     assert "COLLAPSED" in markdown and "do not measure robustness" in markdown
     assert "| scrambled |" in markdown and "| yes |" in markdown
+    assert "d_intra/d_inter" in markdown and f"| {collapsed_report.entanglement:.3f} |" in markdown
+    assert collapsed_report.entanglement == pytest.approx(1.0, abs=0.02)  # classes entirely mixed
     path = tmp_path / "report.json"
     collapsed_report.to_json(str(path))
     state = json.loads(path.read_text())
     assert state["collapsed"] is True and state["chance_r1"] == pytest.approx(chance)
+    assert state["entanglement"] == collapsed_report.entanglement
     assert any("do not measure robustness" in note for note in state["notes"])
     loaded = RobustnessReport.from_json(str(path))
     assert loaded.collapsed is True and loaded.chance_r1 == collapsed_report.chance_r1
@@ -72,6 +75,7 @@ def test_a_scrambled_model_is_flagged(collapsed_report, digits, tmp_path):
 
 def test_pixels_as_embedding_are_not_collapsed(pixel_report):
     assert pixel_report.benign["R@1"] > 90 and pixel_report.collapsed is False
+    assert pixel_report.entanglement < 0.9 and pixel_report.entanglement_items == 896
     markdown = pixel_report.to_markdown()
     assert "not collapsed" in markdown and "COLLAPSED" not in markdown
     assert not any("collapsed" in note.lower() for note in pixel_report.notes())
@@ -90,6 +94,7 @@ def test_metrics_carry_chance_and_the_flag(collapsed_report, pixel_report):
     collapsed, pixels = robustness_metrics(collapsed_report), robustness_metrics(pixel_report)
     assert collapsed["collapsed"] == 1.0 and pixels["collapsed"] == 0.0
     assert collapsed["chance_R_at_1"] == pytest.approx(collapsed_report.chance_r1)
+    assert pixels["entanglement"] == pixel_report.entanglement
     tester = RobustnessTester(select="R@1", **FAST)
     assert tester.score(collapsed_report, collapsed) == -math.inf
     assert tester.score(pixel_report, pixels) == pytest.approx(pixel_report.benign["R@1"])
