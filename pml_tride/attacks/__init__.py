@@ -13,6 +13,8 @@ from .targeted_mismatch_attack import TargetedMismatchAttack
 
 # Table 2 order.
 ATTACK_NAMES = ("CA+", "CA-", "QA+", "QA-", "TMA", "ES:D", "ES:R", "LTM", "GTM", "GTT")
+# The attack selection of a benign-only evaluation.
+NO_ATTACKS = "none"
 
 
 def _factory(name: str, kwargs) -> BaseRankingAttack:
@@ -26,15 +28,20 @@ def _factory(name: str, kwargs) -> BaseRankingAttack:
 
 
 def build_attacks(names: Union[str, Iterable[str]] = "all", **kwargs) -> List[BaseRankingAttack]:
-    """Attack instances for measurement names (``"all"``, or e.g. ``["CA+", "ES:R"]``), in Table 2 order.
+    """Attack instances for measurement names (``"all"``, or e.g. ``["CA+", "ES:R"]``), in Table 2 order;
+    ``"none"`` or an empty list: no attack (a benign-only evaluation).
 
     ES:D and ES:R come from one embedding-shift attack. ``kwargs`` go to every attack (eps, alpha, steps,
     input_range, robrank_compat).
     """
+    if names == NO_ATTACKS:
+        return []
     requested = list(ATTACK_NAMES) if names == "all" else ([names] if isinstance(names, str) else list(names))
+    if not requested:
+        return []
     unknown = [name for name in requested if name not in ATTACK_NAMES]
-    if unknown or not requested:
-        raise ValueError(f"unknown attack names {unknown or requested}; valid: 'all' or any of {list(ATTACK_NAMES)}")
+    if unknown:
+        raise ValueError(f"unknown attack names {unknown}; valid: 'all', '{NO_ATTACKS}' or any of {list(ATTACK_NAMES)}")
     families = []
     for name in ATTACK_NAMES:
         if name in requested:
@@ -45,7 +52,8 @@ def build_attacks(names: Union[str, Iterable[str]] = "all", **kwargs) -> List[Ba
 
 
 __all__ = [
-    "ATTACK_NAMES", "AttackContext", "AttackTrials", "BaseRankingAttack", "RetrievalPool", "build_attacks",
+    "ATTACK_NAMES", "NO_ATTACKS", "AttackContext", "AttackTrials", "BaseRankingAttack", "RetrievalPool",
+    "build_attacks",
     "CandidateAttack", "QueryAttack", "TargetedMismatchAttack", "EmbeddingShiftAttack", "LearningToMisrankAttack",
     "GreedyTop1MisrankingAttack", "GreedyTop1TranslocationAttack",
 ]

@@ -71,7 +71,9 @@ class RobustnessEvaluator:
 
     Args:
         eps, alpha, steps: PGD budget, step size and steps (ERS setting: 8/255, 3/255, 32; no random start).
-        attacks: "all" or measurement names (see :data:`pml_tride.attacks.ATTACK_NAMES`).
+        attacks: "all", measurement names (see :data:`pml_tride.attacks.ATTACK_NAMES`), or "none" / an empty
+            tuple: a benign-only evaluation (benign metrics, chance R@1, collapse flag, entanglement; no attack
+            built, ERS and ARS not measured).
         batch_size: attacked images per batch (robrank: 112).
         seed: seed of the target selection.
         robrank_compat: reproduce robrank's quirks (GTM target, LTM positives, stale ES:D, self-targets of
@@ -114,6 +116,8 @@ class RobustnessEvaluator:
             raise ValueError(f"queries must be None or a positive integer, got {queries!r}")
         self.attacks = build_attacks(attacks, eps=eps, alpha=alpha, steps=steps, input_range=input_range,
                                      robrank_compat=robrank_compat)
+        if not self.attacks and not benign:
+            raise ValueError("nothing to evaluate: attacks='none' and benign=False; select attacks or benign=True")
         self.eps, self.alpha, self.steps, self.batch_size, self.seed = eps, alpha, steps, batch_size, seed
         self.robrank_compat, self.device, self.input_range = robrank_compat, device, tuple(input_range)
         self.progress, self.benign, self.max_batches, self.use_faiss = progress, benign, max_batches, use_faiss
@@ -216,7 +220,7 @@ class RobustnessEvaluator:
             benign, entanglement = broadcast_object(
                 (benign_metrics(pool.embeddings, pool.labels, use_faiss=self.use_faiss),
                  pool_entanglement(pool.embeddings, pool.labels)) if get_rank() == 0 else None)
-        attacked = self.attacked_indices(len(dataset))
+        attacked = self.attacked_indices(len(dataset)) if self.attacks else torch.zeros(0, dtype=torch.long)
         batch_rows = self._batch_rows(attacked.tolist())
         batches = len(batch_rows)
         rank, world_size = get_rank(), get_world_size()
@@ -251,10 +255,12 @@ class RobustnessEvaluator:
         settings: Dict[str, Any] = {
             "eps": self.eps, "alpha": self.alpha, "steps": self.steps, "seed": self.seed,
             "robrank_compat": self.robrank_compat, "batch_size": self.batch_size, "pool_size": len(pool),
+            "attacks": [name for attack in self.attacks for name in attack.measurements],
             "attacked_batches": batches, "attacked_queries": len(attacked), "queries": self.queries,
             "attack_seconds": timings, "processes": world_size, "total_seconds": time.perf_counter() - started,
         }
-        clean_r1 = None if len(attacked) == len(pool) else clean_recall_at_1(pool, attacked.to(pool.embeddings.device))
+        clean_r1 = (None if not self.attacks or len(attacked) == len(pool)
+                    else clean_recall_at_1(pool, attacked.to(pool.embeddings.device)))
         chance_r1 = chance_recall_at_1(pool.labels)
         report = RobustnessReport.from_trials(benign, trials, settings, clean_r1=clean_r1, chance_r1=chance_r1)
         report.entanglement, report.entanglement_items = entanglement

@@ -80,7 +80,7 @@ class RobustnessReport:
             report.ers_per_attack = ers_per_attack(raw)
             report.ers = ers(raw)
         r1 = benign.get("R@1") if clean_r1 is None else clean_r1
-        report.ars_r1 = r1 if r1 is not None and r1 > 0 else None
+        report.ars_r1 = r1 if trials and r1 is not None and r1 > 0 else None  # no attack: no ARS
         report.ars_per_attack = table_ars_per_attack(raw, report.ars_r1)
         if all(name in raw for name in ARS_ATTACKS) and report.ars_r1 is not None:
             report.ars = ars(raw, report.ars_r1)["overall"]
