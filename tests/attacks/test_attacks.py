@@ -256,3 +256,28 @@ def test_bad_inputs_raise():
         RetrievalPool(torch.rand(4, 2), torch.zeros(3))
     with pytest.raises(ValueError, match="L2-normalised"):
         RetrievalPool(torch.rand(4, 2) + 1, torch.zeros(4))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"steps": -1}, "steps must be an integer >= 0, got -1"),
+    ({"steps": 2.5}, "steps"),
+    ({"eps": 8}, r"eps must be a number in \[0, 1\].*got 8"),  # 8 for 8/255
+    ({"eps": -0.1}, "eps"),
+    ({"alpha": float("nan")}, "alpha"),
+    ({"alpha": 3, "input_range": (0.0, 2.0)}, r"alpha must be a number in \[0, 2\]"),
+    ({"input_range": (1.0, 0.0)}, "input_range"),
+])
+def test_attack_settings_are_checked_when_the_attacks_are_built(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        build_attacks(**kwargs)
+    with pytest.raises(ValueError, match=match):
+        QueryAttack("+", **kwargs)
+    assert build_attacks(["CA+"], eps=0.0, alpha=0.0, steps=0)[0].steps == 0  # the edges are valid
+    assert build_attacks(["CA+"], eps=2.0, alpha=2.0, input_range=(-1.0, 1.0))[0].eps == 2.0
+
+
+def test_unknown_attack_names_list_the_valid_ones():
+    valid = r"\['CA\+', 'CA-', 'QA\+', 'QA-', 'TMA', 'ES:D', 'ES:R', 'LTM', 'GTM', 'GTT'\]"
+    message = r"unknown attack names \['CA', 'XA'\]; valid: 'all', 'none' or any of " + valid
+    with pytest.raises(ValueError, match=message):
+        build_attacks(["CA", "CA+", "XA"])

@@ -58,3 +58,28 @@ def test_evaluate_attacks_none_through_the_cli(tmp_path, capsys, no_attack_may_b
     assert report["chance_r1"] == pytest.approx(19.915, abs=1e-3) and report["entanglement"] is not None
     assert isinstance(report["collapsed"], bool) and any("not measured" in note for note in report["notes"])
     assert (tmp_path / "report.md").exists() and not (tmp_path / "report.png").exists()
+
+
+class RaisingModel(torch.nn.Module):
+    """Fails if it is ever called: settings errors must come before any embedding of the pool."""
+
+    def forward(self, images):
+        raise AssertionError("the model was called before the attack settings were checked")
+
+
+@pytest.mark.parametrize("kwargs, match", [({"steps": -1}, "steps"), ({"attacks": ["CA+", "QA"]}, "QA"),
+                                           ({"eps": 8.0}, "eps"), ({"alpha": -1 / 255}, "alpha")])
+def test_attack_settings_fail_before_the_model_is_called(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        RobustnessEvaluator(progress=False, **kwargs).evaluate(RaisingModel(), Digits("test", image_size=IMAGE_SIZE))
+
+
+def test_the_cli_reports_bad_attack_settings_before_embedding(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "model.pt"
+    save_model(small_cnn_embedder(embedding_dim=16, width=8), str(path))
+    monkeypatch.setattr(RobustnessEvaluator, "build_pool", RaisingModel.forward)
+    for argument, match in ((["--steps", "-1"], "steps must be an integer >= 0"),
+                            (["--attacks", "CA+,XA"], "unknown attack names ['XA']"),
+                            (["--eps", "8"], "eps must be a number in [0, 1]")):
+        assert main(["evaluate", "--checkpoint", str(path), "--image-size", str(IMAGE_SIZE), *argument]) == 2
+        assert match in capsys.readouterr().err
