@@ -10,13 +10,14 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, ClassVar, Collection, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..pgd import check_input_range, frozen_model, projected_gradient_descent
+from .measurement import Measurement
 
 __all__ = [
     "RetrievalPool",
@@ -145,7 +146,9 @@ def check_attack_settings(eps: float, alpha: float, steps: int, input_range: Tup
 class BaseRankingAttack:
     """A ranking attack: target selection, an objective minimised by PGD, and a per-trial measurement.
 
-    Subclasses set ``measurements`` and implement :meth:`select`, :meth:`loss` and :meth:`measure`.
+    Subclasses declare ``measurement_info`` (every :class:`~pml_tride.attacks.measurement.Measurement` the class
+    can report: its unit, ERS normaliser and ARS goal), set ``measurements`` (the names an instance reports) and
+    implement :meth:`select`, :meth:`loss` and :meth:`measure`; a class with options overrides :meth:`build`.
 
     Args:
         eps, alpha, steps: L-inf budget, step size and number of signed steps (ERS setting: 8/255, 3/255, 32);
@@ -156,7 +159,14 @@ class BaseRankingAttack:
             image itself); the default is the corrected behaviour.
     """
 
+    measurement_info: ClassVar[Tuple[Measurement, ...]] = ()
     measurements: Tuple[str, ...] = ()
+
+    @classmethod
+    def build(cls, names: Collection[str], **kwargs: Any) -> List["BaseRankingAttack"]:
+        """The instances of this class that report the requested measurement ``names``: one when any of its
+        measurements is requested. ``kwargs`` go to the constructor."""
+        return [cls(**kwargs)] if any(info.name in names for info in cls.measurement_info) else []
 
     def __init__(
         self,

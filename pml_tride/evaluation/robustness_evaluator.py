@@ -6,6 +6,7 @@ import contextlib
 import logging
 import random
 import time
+import zlib
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..attacks import ATTACK_NAMES, AttackContext, AttackTrials, BaseRankingAttack, RetrievalPool, build_attacks
+from ..attacks import AttackContext, AttackTrials, BaseRankingAttack, RetrievalPool, build_attacks
 from ..distributed import all_gather_objects, broadcast_object, get_rank, get_world_size, unwrap_model
 from ..pgd import frozen_model
 from ..progress import progress_bar
@@ -124,10 +125,11 @@ class RobustnessEvaluator:
         self.queries = queries
 
     def attack_seed(self, attack: BaseRankingAttack) -> int:
-        """The seed of one attack's target selection, from ``seed`` and the attack's place in Table 2 (not its place
-        among the attacks selected), so that an attack draws the same targets whatever else is evaluated."""
-        position = ATTACK_NAMES.index(attack.measurements[0])
-        return int(np.random.SeedSequence([self.seed, position]).generate_state(1)[0])
+        """The seed of one attack's target selection, from ``seed`` and a stable hash (CRC-32) of the attack's
+        first measurement name (not its place among the attacks, selected or registered), so that an attack draws
+        the same targets whatever else is evaluated and whatever attacks are added to the package."""
+        name_hash = zlib.crc32(attack.measurements[0].encode("utf-8"))
+        return int(np.random.SeedSequence([self.seed, name_hash]).generate_state(1)[0])
 
     @staticmethod
     def _model_device(model: nn.Module) -> Optional[torch.device]:

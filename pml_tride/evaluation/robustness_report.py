@@ -9,25 +9,21 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from ..attacks import ATTACK_NAMES, AttackTrials
+from ..attacks import ATTACK_NAMES, MEASUREMENTS, AttackTrials
 from ..optional_imports import import_pyplot
 from .collapse import COLLAPSE_LIFT, collapse_threshold, is_collapsed
-from .scores import ARS_ATTACKS, ars, ars_per_trial, ers, ers_per_attack
+from .scores import ARS_ATTACKS, ERS_ATTACKS, ars, ars_per_trial, ers, ers_per_attack
 from .scores import ars_per_attack as table_ars_per_attack
 
 __all__ = ["RobustnessReport", "raw_results", "PERCENT_SCALE"]
 
-# Raw results in percent except TMA (cosine) and ES:D (L2 shift), as the paper's Table 2.
-UNSCALED = ("TMA", "ES:D")
 PERCENT_SCALE = 100.0
 
 
 def raw_results(trials: Dict[str, AttackTrials]) -> Dict[str, float]:
-    """Mean of ``after`` per measurement, in Table 2 units."""
-    return {
-        name: trial.after.double().mean().item() * (1.0 if name in UNSCALED else PERCENT_SCALE)
-        for name, trial in trials.items()
-    }
+    """Mean of ``after`` per measurement, in Table 2 units (percent except TMA's cosine and ES:D's L2 shift: each
+    attack class declares its unit, :data:`pml_tride.attacks.MEASUREMENTS`)."""
+    return {name: trial.after.double().mean().item() * MEASUREMENTS[name].scale for name, trial in trials.items()}
 
 
 @dataclass
@@ -76,7 +72,7 @@ class RobustnessReport:
         report = cls(benign=benign, raw=raw, trials=trials, settings=settings, chance_r1=chance_r1)
         if chance_r1 is not None and "R@1" in benign:
             report.collapsed = is_collapsed(benign["R@1"], chance_r1)
-        if all(name in raw for name in ATTACK_NAMES):
+        if all(name in raw for name in ERS_ATTACKS):
             report.ers_per_attack = ers_per_attack(raw)
             report.ers = ers(raw)
         r1 = benign.get("R@1") if clean_r1 is None else clean_r1
@@ -84,7 +80,7 @@ class RobustnessReport:
         report.ars_per_attack = table_ars_per_attack(raw, report.ars_r1)
         if all(name in raw for name in ARS_ATTACKS) and report.ars_r1 is not None:
             report.ars = ars(raw, report.ars_r1)["overall"]
-        if any(name in trials for name in ARS_ATTACKS):
+        if any(MEASUREMENTS[name].ars_goal is not None for name in trials):
             per_trial = ars_per_trial(trials, partial=True)
             report.ars_per_trial, report.ars_excluded = per_trial.scores, per_trial.excluded
         return report
@@ -194,7 +190,6 @@ class RobustnessReport:
         benign-only report has the first table without attack columns."""
         benign_names = ["R@1", "R@2", "mAP", "NMI"]
         raw_names = [name for name in ATTACK_NAMES if name in self.raw]
-        raw_digits = {"TMA": 3, "ES:D": 2}
         collapsed = {True: "yes", False: "no"}.get(self.collapsed, "-")
         score_names = [] if self.benign_only else ["ERS"]
         score_cells = [] if self.benign_only else [self._cell(self.ers)]
@@ -210,20 +205,22 @@ class RobustnessReport:
                  "|" + "---|" * (4 + len(benign_names) + len(raw_names) + len(score_names)),
                  "| " + " | ".join([title] + [self._cell(self.benign.get(n)) for n in benign_names]
                                    + [self._cell(self.chance_r1), collapsed, self._cell(self.entanglement, 3)]
-                                   + [self._cell(self.raw[n], raw_digits.get(n, 1)) for n in raw_names]
+                                   + [self._cell(self.raw[n], MEASUREMENTS[n].digits) for n in raw_names]
                                    + score_cells) + " |"]
         if not self.benign_only:
             overall = f"{self._cell(self.ars)} ({self._cell(self.ars_per_trial.get('overall'))})"
+            # the paper's eight, then any other measurement with an ARS goal that ran (not in the overall)
+            ars_names = list(ARS_ATTACKS) + [name for name in self.ars_per_attack if name not in ARS_ATTACKS]
             lines += [
                 "",
                 "ARS (table mode, Table 1, recall attacks relative to the attacked queries' clean R@1 "
                 f"{self._cell(self.ars_r1)}; per-trial mode in brackets; overall only when all eight ran)",
                 "",
-                "| " + " | ".join(["model"] + list(ARS_ATTACKS) + ["overall"]) + " |",
-                "|" + "---|" * (2 + len(ARS_ATTACKS)),
+                "| " + " | ".join(["model"] + ars_names + ["overall"]) + " |",
+                "|" + "---|" * (2 + len(ars_names)),
                 "| " + " | ".join([title] + [
                     f"{self._cell(self.ars_per_attack.get(n))} ({self._cell(self.ars_per_trial.get(n))})"
-                    for n in ARS_ATTACKS] + [overall])
+                    for n in ars_names] + [overall])
                 + " |",
             ]
         return "\n".join(lines) + "\n"

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from .robustness_evaluator import RobustnessEvaluator
 from .robustness_report import RobustnessReport
-from .scores import ARS_ATTACKS, ers_per_attack
+from .scores import ARS_ATTACKS, ERS_ATTACKS, ers_per_attack
 
 __all__ = ["RobustnessTester", "RobustnessMetrics", "robustness_metrics", "MONITORING_SETTINGS", "SELECTABLE"]
 
@@ -50,8 +50,11 @@ def robustness_metrics(report: RobustnessReport) -> Dict[str, float]:
     set's chance R@1, ``collapsed`` 1.0 for a collapsed model (0.0 if not, NaN when unknown) and ``entanglement``
     the test embeddings' d_intra/d_inter.
     """
-    ars = report.ars if report.ars is not None else _mean(list(report.ars_per_attack.values()))
-    ers = report.ers if report.ers is not None else _mean(list(ers_per_attack(report.raw, partial=True).values()))
+    ars = report.ars if report.ars is not None else _mean([score for name, score in report.ars_per_attack.items()
+                                                           if name in ARS_ATTACKS])
+    ers = report.ers if report.ers is not None else _mean([score for name, score in
+                                                           ers_per_attack(report.raw, partial=True).items()
+                                                           if name in ERS_ATTACKS])
     per_trial = report.ars_per_trial.get("overall")
     if per_trial is None:
         per_trial = _mean([report.ars_per_trial[name] for name in ARS_ATTACKS if name in report.ars_per_trial])

@@ -281,3 +281,31 @@ def test_unknown_attack_names_list_the_valid_ones():
     message = r"unknown attack names \['CA', 'XA'\]; valid: 'all', 'none' or any of " + valid
     with pytest.raises(ValueError, match=message):
         build_attacks(["CA", "CA+", "XA"])
+
+
+def test_every_measurement_is_declared_once_on_its_class():
+    from pml_tride.attacks import ATTACK_CLASSES, MEASUREMENTS
+
+    declared = [info.name for cls in ATTACK_CLASSES for info in cls.measurement_info]
+    assert declared == list(ATTACK_NAMES) == list(MEASUREMENTS)
+    for attack in build_attacks():
+        assert set(attack.measurements) <= {info.name for info in type(attack).measurement_info}
+    units = {name: MEASUREMENTS[name].percent for name in ATTACK_NAMES}
+    assert [name for name, percent in units.items() if not percent] == ["TMA", "ES:D"]
+    assert [name for name in ATTACK_NAMES if MEASUREMENTS[name].ars_goal is None] == ["TMA", "ES:D"]
+
+
+def test_attack_seeds_derive_from_the_name_not_the_position():
+    import zlib
+
+    import numpy as np
+
+    from pml_tride.evaluation import RobustnessEvaluator
+
+    evaluator = RobustnessEvaluator(seed=7, progress=False)
+    for attack in evaluator.attacks:
+        expected = np.random.SeedSequence([7, zlib.crc32(attack.measurements[0].encode())]).generate_state(1)[0]
+        assert evaluator.attack_seed(attack) == int(expected)
+    alone = RobustnessEvaluator(seed=7, attacks=["GTT"], progress=False)
+    assert alone.attack_seed(alone.attacks[0]) == evaluator.attack_seed(evaluator.attacks[-1])
+    assert len({evaluator.attack_seed(attack) for attack in evaluator.attacks}) == len(evaluator.attacks)
