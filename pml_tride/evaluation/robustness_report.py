@@ -18,6 +18,8 @@ from .scores import ars_per_attack as table_ars_per_attack
 __all__ = ["RobustnessReport", "raw_results", "PERCENT_SCALE"]
 
 PERCENT_SCALE = 100.0
+# Decimals of the scores in the tables; an ARS "above 100" is one that shows above 100 there.
+SCORE_DIGITS = 1
 
 
 def raw_results(trials: Dict[str, AttackTrials]) -> Dict[str, float]:
@@ -117,7 +119,7 @@ class RobustnessReport:
 
     # ----------------------------------------------------------------- presentation
     @staticmethod
-    def _cell(value: Optional[float], digits: int = 1) -> str:
+    def _cell(value: Optional[float], digits: int = SCORE_DIGITS) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return "-"
         return f"{value:.{digits}f}"
@@ -153,11 +155,15 @@ class RobustnessReport:
                 f"{collapse_threshold(self.chance_r1):.1f} = chance + {COLLAPSE_LIFT:g} (100 - chance)): {verdict}")
 
     def ars_above_100(self) -> List[str]:
-        """The ARS scores (table mode, per-trial mode, overall) above 100, as "name" or "name (per trial)"."""
-        above = [name for name, score in self.ars_per_attack.items() if score > PERCENT_SCALE]
+        """The ARS scores (table mode, per-trial mode, overall) that show above 100 in the tables, as "name" or
+        "name (per trial)"."""
+        def shows_above(score: float) -> bool:
+            return round(score, SCORE_DIGITS) > PERCENT_SCALE
+
+        above = [name for name, score in self.ars_per_attack.items() if shows_above(score)]
         above += [f"{name} (per trial)" for name, score in self.ars_per_trial.items()
-                  if name != "overall" and score > PERCENT_SCALE]
-        if self.ars is not None and self.ars > PERCENT_SCALE:
+                  if name != "overall" and shows_above(score)]
+        if self.ars is not None and shows_above(self.ars):
             above.append("overall")
         return above
 
