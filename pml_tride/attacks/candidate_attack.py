@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Collection, Dict, List, Optional
+from typing import Any, Collection, Dict, List, Optional, Tuple
 
 import torch
 
@@ -19,7 +19,7 @@ TOP_FRACTION = 0.01
 UNTOUCHED_PERCENTILE = 50.0
 
 
-def rank_measurements(prefix: str) -> tuple:
+def rank_measurements(prefix: str) -> Tuple[Measurement, Measurement]:
     """The "+" and "-" percentile-rank measurements of CA or QA: ERS 100 x / 50 and 100 - x; ARS goal the top (0)
     or the bottom (100%), from a nominal 50% or the top 1% (table mode)."""
     unit = "percentile rank (%)"
