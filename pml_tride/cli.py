@@ -348,7 +348,8 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eps", type=pixel_value, default=8 / 255)
     parser.add_argument("--alpha", type=pixel_value, default=3 / 255)
     parser.add_argument("--steps", type=int, default=32)
-    parser.add_argument("--attacks", default="all", help="'all' or a comma list, e.g. CA+,QA-,ES:R")
+    parser.add_argument("--attacks", default="all", help="'all', 'none' (benign metrics, chance R@1, collapse flag "
+                        "and entanglement only: seconds) or a comma list, e.g. CA+,QA-,ES:R")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--robrank-compat", action="store_true", help=ROBRANK_COMPAT_HELP)
     parser.add_argument("--max-batches", type=int, default=None, help="attack only the first batches")
@@ -381,7 +382,8 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     options = dataset_options(args, recorded=getattr(model, "data_info", None))
     dataset = build_dataset(args.dataset, root=args.data_root, split="test", image_size=image_size, **options)
     evaluator = RobustnessEvaluator(eps=args.eps, alpha=args.alpha, steps=args.steps,
-                                    attacks=_attack_names(args.attacks), batch_size=args.batch_size, seed=args.seed,
+                                    attacks=args.attacks if args.attacks == "none" else _attack_names(args.attacks),
+                                    batch_size=args.batch_size, seed=args.seed,
                                     robrank_compat=args.robrank_compat, device=device, max_batches=args.max_batches,
                                     queries=args.queries, progress=not args.quiet, num_workers=args.workers)
     report = evaluator.evaluate(model, dataset)

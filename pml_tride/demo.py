@@ -121,10 +121,14 @@ def _plot_ars(reports: Dict[str, RobustnessReport], path: str) -> None:
 
 def demo_summary(settings: DemoSettings, reports: Dict[str, RobustnessReport]) -> str:
     """The side-by-side table of the two models and their full reports, as the CLI prints it."""
-    rows = ["| model | R@1 | mAP | ERS | ARS | train time (s) |", "|---|---|---|---|---|---|"]
+    rows = ["| model | R@1 | chance R@1 | collapsed | d_intra/d_inter | mAP | ERS | ARS | train time (s) |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for name, report in reports.items():
-        rows.append(f"| {name} | {report.benign['R@1']:.1f} | {report.benign['mAP']:.1f} | {report.ers:.1f} | "
-                    f"{report.ars:.1f} | {report.settings.get('train_seconds', float('nan')):.0f} |")
+        entanglement = "-" if report.entanglement is None else f"{report.entanglement:.3f}"
+        rows.append(f"| {name} | {report.benign['R@1']:.1f} | {report.chance_r1:.1f} | "
+                    f"{'yes' if report.collapsed else 'no'} | {entanglement} | "
+                    f"{report.benign['mAP']:.1f} | {report.ers:.1f} | {report.ars:.1f} | "
+                    f"{report.settings.get('train_seconds', float('nan')):.0f} |")
     details = "\n".join(report.to_markdown(title=name) for name, report in reports.items())
     return f"{settings.describe()}\n\n" + "\n".join(rows) + f"\n\nper attack:\n{details}"
 

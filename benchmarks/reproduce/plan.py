@@ -53,11 +53,13 @@ def display_name(defense: str) -> str:
 
 
 def loss_defaults(defense: str) -> Dict[str, Any]:
-    """The loss arguments of a defense: its loss class's defaults updated by the defense's own ``loss_kwargs``."""
+    """The loss arguments of a defense: its loss class's shared and own defaults updated by the defense's own
+    ``loss_kwargs``."""
     spec: DefenseSpec = DEFENSES[defense]
-    parameters = inspect.signature(getattr(losses, spec.loss)).parameters
+    loss_class = getattr(losses, spec.loss)
+    parameters = inspect.signature(loss_class).parameters
     defaults = {name: p.default for name, p in parameters.items() if p.default is not inspect.Parameter.empty}
-    return {**defaults, **spec.loss_kwargs}
+    return {**loss_class.shared_defaults(), **defaults, **spec.loss_kwargs}
 
 
 @dataclass(frozen=True)

@@ -1,51 +1,55 @@
-"""The ten ranking attacks of the ERS/ARS evaluation, all driven by :mod:`pml_tride.pgd`."""
+"""The ranking attacks of the ERS/ARS evaluation, all driven by :mod:`pml_tride.pgd`.
 
-from typing import Iterable, List, Union
+Each attack class declares its measurements (:class:`Measurement`: unit, ERS normaliser, ARS goal); the registry
+:data:`ATTACK_CLASSES` is the one list of attacks, from which the names, :data:`MEASUREMENTS` and
+:func:`build_attacks` follow.
+"""
 
-from .base_attack import AttackContext, AttackTrials, BaseRankingAttack, RetrievalPool
+from typing import Dict, Iterable, List, Tuple, Type, Union
+
+from .base_attack import AttackContext, AttackTrials, BaseRankingAttack, RetrievalPool, check_attack_settings
 from .candidate_attack import CandidateAttack
 from .embedding_shift_attack import EmbeddingShiftAttack
 from .greedy_top1_misranking_attack import GreedyTop1MisrankingAttack
 from .greedy_top1_translocation_attack import GreedyTop1TranslocationAttack
 from .learning_to_misrank_attack import LearningToMisrankAttack
+from .measurement import Measurement
 from .query_attack import QueryAttack
 from .targeted_mismatch_attack import TargetedMismatchAttack
 
-# Table 2 order.
-ATTACK_NAMES = ("CA+", "CA-", "QA+", "QA-", "TMA", "ES:D", "ES:R", "LTM", "GTM", "GTT")
-
-
-def _factory(name: str, kwargs) -> BaseRankingAttack:
-    if name in ("CA+", "CA-"):
-        return CandidateAttack(direction=name[-1], **kwargs)
-    if name in ("QA+", "QA-"):
-        return QueryAttack(direction=name[-1], **kwargs)
-    classes = {"TMA": TargetedMismatchAttack, "ES": EmbeddingShiftAttack, "LTM": LearningToMisrankAttack,
-               "GTM": GreedyTop1MisrankingAttack, "GTT": GreedyTop1TranslocationAttack}
-    return classes[name](**kwargs)
+# Every attack class, in the order of the report's columns (Table 2 order for the ten of the literature).
+ATTACK_CLASSES: Tuple[Type[BaseRankingAttack], ...] = (
+    CandidateAttack, QueryAttack, TargetedMismatchAttack, EmbeddingShiftAttack, LearningToMisrankAttack,
+    GreedyTop1MisrankingAttack, GreedyTop1TranslocationAttack,
+)
+# Every measurement by name, from the classes' declarations.
+MEASUREMENTS: Dict[str, Measurement] = {info.name: info for cls in ATTACK_CLASSES for info in cls.measurement_info}
+ATTACK_NAMES: Tuple[str, ...] = tuple(MEASUREMENTS)
+# The attack selection of a benign-only evaluation.
+NO_ATTACKS = "none"
 
 
 def build_attacks(names: Union[str, Iterable[str]] = "all", **kwargs) -> List[BaseRankingAttack]:
-    """Attack instances for measurement names (``"all"``, or e.g. ``["CA+", "ES:R"]``), in Table 2 order.
+    """Attack instances for measurement names (``"all"``, or e.g. ``["CA+", "ES:R"]``), in the order of
+    :data:`ATTACK_CLASSES`; ``"none"`` or an empty list: no attack (a benign-only evaluation).
 
     ES:D and ES:R come from one embedding-shift attack. ``kwargs`` go to every attack (eps, alpha, steps,
-    input_range, robrank_compat).
+    input_range, robrank_compat) and are checked here (:func:`check_attack_settings`), before any model runs.
     """
+    if names == NO_ATTACKS:
+        return []
     requested = list(ATTACK_NAMES) if names == "all" else ([names] if isinstance(names, str) else list(names))
+    if not requested:
+        return []
     unknown = [name for name in requested if name not in ATTACK_NAMES]
-    if unknown or not requested:
-        raise ValueError(f"unknown attack names {unknown or requested}; valid: 'all' or any of {list(ATTACK_NAMES)}")
-    families = []
-    for name in ATTACK_NAMES:
-        if name in requested:
-            family = "ES" if name.startswith("ES") else name
-            if family not in families:
-                families.append(family)
-    return [_factory(family, kwargs) for family in families]
+    if unknown:
+        raise ValueError(f"unknown attack names {unknown}; valid: 'all', '{NO_ATTACKS}' or any of {list(ATTACK_NAMES)}")
+    return [attack for cls in ATTACK_CLASSES for attack in cls.build(requested, **kwargs)]
 
 
 __all__ = [
-    "ATTACK_NAMES", "AttackContext", "AttackTrials", "BaseRankingAttack", "RetrievalPool", "build_attacks",
+    "ATTACK_CLASSES", "ATTACK_NAMES", "MEASUREMENTS", "NO_ATTACKS", "Measurement", "AttackContext", "AttackTrials",
+    "BaseRankingAttack", "RetrievalPool", "build_attacks", "check_attack_settings",
     "CandidateAttack", "QueryAttack", "TargetedMismatchAttack", "EmbeddingShiftAttack", "LearningToMisrankAttack",
     "GreedyTop1MisrankingAttack", "GreedyTop1TranslocationAttack",
 ]

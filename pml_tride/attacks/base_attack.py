@@ -7,14 +7,17 @@ Euclidean distance (metric "N" of robrank), TMA with the cosine. Only batch x po
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, ClassVar, Collection, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..pgd import check_input_range, frozen_model, projected_gradient_descent
+from .measurement import Measurement
 
 __all__ = [
     "RetrievalPool",
@@ -25,6 +28,7 @@ __all__ = [
     "exclude_self",
     "uniform_indices",
     "top1_hit",
+    "check_attack_settings",
 ]
 
 # Larger than any distance between unit vectors (at most 2): marks excluded pool entries.
@@ -122,20 +126,47 @@ def top1_hit(embeddings: torch.Tensor, context: AttackContext, labels: Optional[
     return (context.pool.labels[nearest] == labels).double()
 
 
+def check_attack_settings(eps: float, alpha: float, steps: int, input_range: Tuple[float, float]) -> None:
+    """Raise a ValueError naming the bad setting: ``steps`` an integer >= 0, ``input_range`` (low, high) with
+    low < high, ``eps`` and ``alpha`` finite numbers in [0, high - low] (pixel units: a budget wider than the pixel
+    range is a unit mistake, e.g. 8 for 8/255)."""
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
+        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+    if (len(input_range) != 2 or not all(isinstance(bound, numbers.Real) for bound in input_range)
+            or not input_range[0] < input_range[1]):
+        raise ValueError(f"input_range must be (low, high) with low < high, got {input_range!r}")
+    width = input_range[1] - input_range[0]
+    for name, value in (("eps", eps), ("alpha", alpha)):
+        if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+                or not 0 <= value <= width):
+            raise ValueError(f"{name} must be a number in [0, {width:g}] (pixel units within input_range "
+                             f"{tuple(input_range)}, e.g. 8/255), got {value!r}")
+
+
 class BaseRankingAttack:
     """A ranking attack: target selection, an objective minimised by PGD, and a per-trial measurement.
 
-    Subclasses set ``measurements`` and implement :meth:`select`, :meth:`loss` and :meth:`measure`.
+    Subclasses declare ``measurement_info`` (every :class:`~pml_tride.attacks.measurement.Measurement` the class
+    can report: its unit, ERS normaliser and ARS goal), set ``measurements`` (the names an instance reports) and
+    implement :meth:`select`, :meth:`loss` and :meth:`measure`; a class with options overrides :meth:`build`.
 
     Args:
-        eps, alpha, steps: L-inf budget, step size and number of signed steps (ERS setting: 8/255, 3/255, 32).
+        eps, alpha, steps: L-inf budget, step size and number of signed steps (ERS setting: 8/255, 3/255, 32);
+            checked when the attack is built (:func:`check_attack_settings`).
         input_range: valid pixel range of the images.
         robrank_compat: reproduce robrank's quirks where this attack has one (GTM target index, LTM keeping the
             query among its positives, ES:D one step stale, CA+/QA+/TMA random targets that can be the attacked
             image itself); the default is the corrected behaviour.
     """
 
+    measurement_info: ClassVar[Tuple[Measurement, ...]] = ()
     measurements: Tuple[str, ...] = ()
+
+    @classmethod
+    def build(cls, names: Collection[str], **kwargs: Any) -> List["BaseRankingAttack"]:
+        """The instances of this class that report the requested measurement ``names``: one when any of its
+        measurements is requested. ``kwargs`` go to the constructor."""
+        return [cls(**kwargs)] if any(info.name in names for info in cls.measurement_info) else []
 
     def __init__(
         self,
@@ -145,6 +176,7 @@ class BaseRankingAttack:
         input_range: Tuple[float, float] = (0.0, 1.0),
         robrank_compat: bool = False,
     ) -> None:
+        check_attack_settings(eps, alpha, steps, input_range)
         self.eps, self.alpha, self.steps = eps, alpha, steps
         self.input_range = tuple(input_range)
         self.robrank_compat = robrank_compat

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Any, Collection, Dict, List, Optional, Tuple
 
 import torch
 
 from .base_attack import AttackContext, BaseRankingAttack, exclude_self, pool_distances
+from .measurement import PERCENT, Measurement
 
-__all__ = ["CandidateAttack", "DIRECTIONS", "TOP_FRACTION", "top_neighbours"]
+__all__ = ["CandidateAttack", "DIRECTIONS", "TOP_FRACTION", "UNTOUCHED_PERCENTILE", "rank_measurements",
+           "top_neighbours"]
 
 DIRECTIONS = ("+", "-")
 # CA- and QA- pick their target among the top 1% of the pool (robrank's "topmost").
 TOP_FRACTION = 0.01
+# An untouched uniformly random target sits at the 50th percentile: the ERS best and table-mode ARS start of "+".
+UNTOUCHED_PERCENTILE = 50.0
+
+
+def rank_measurements(prefix: str) -> Tuple[Measurement, Measurement]:
+    """The "+" and "-" percentile-rank measurements of CA or QA: ERS 100 x / 50 and 100 - x; ARS goal the top (0)
+    or the bottom (100%), from a nominal 50% or the top 1% (table mode)."""
+    unit = "percentile rank (%)"
+    return (Measurement(f"{prefix}+", unit, ers_worst=0.0, ers_best=UNTOUCHED_PERCENTILE, ars_goal=0.0,
+                        ars_initial=UNTOUCHED_PERCENTILE, ars_trialwise=True),
+            Measurement(f"{prefix}-", unit, ers_worst=PERCENT, ers_best=0.0, ars_goal=PERCENT,
+                        ars_initial=PERCENT * TOP_FRACTION, ars_trialwise=True))
 
 
 def top_neighbours(distances: torch.Tensor, pool_indices: torch.Tensor) -> torch.Tensor:
@@ -37,6 +51,13 @@ class CandidateAttack(BaseRankingAttack):
     candidate's percentile rank for its query: the share of pool items strictly closer to the query (the pool
     keeps the query and the candidate's clean entry, as robrank).
     """
+
+    measurement_info = rank_measurements("CA")
+
+    @classmethod
+    def build(cls, names: Collection[str], **kwargs: Any) -> List[BaseRankingAttack]:
+        """One instance per requested direction."""
+        return [cls(direction=direction, **kwargs) for direction in DIRECTIONS if f"CA{direction}" in names]
 
     def __init__(self, direction: str = "+", **kwargs) -> None:
         if direction not in DIRECTIONS:

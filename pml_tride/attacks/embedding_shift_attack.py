@@ -8,8 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from .base_attack import AttackContext, BaseRankingAttack, top1_hit
+from .measurement import Measurement
 
-__all__ = ["EmbeddingShiftAttack"]
+__all__ = ["EmbeddingShiftAttack", "MAX_SHIFT"]
+
+# Unit vectors are at most 2 apart: ES:D's worst value for ERS.
+MAX_SHIFT = 2.0
 
 
 class EmbeddingShiftAttack(BaseRankingAttack):
@@ -21,6 +25,9 @@ class EmbeddingShiftAttack(BaseRankingAttack):
     hit with the query's own pool entry excluded.
     """
 
+    # ES:D: ERS 100 (2 - x) / 2, no ARS (a shift is not a ranking outcome, Section 3.4); ES:R: R@1, ARS Eq. 31.
+    measurement_info = (Measurement("ES:D", "L2 shift", percent=False, digits=2, ers_worst=MAX_SHIFT, ers_best=0.0),
+                        Measurement("ES:R", "R@1 (%)", ars_goal=0.0))
     measurements = ("ES:D", "ES:R")
 
     def select(self, context: AttackContext, generator: Optional[torch.Generator]) -> None:

@@ -7,6 +7,7 @@ from typing import Dict, Optional
 import torch
 
 from .base_attack import EXCLUDED_DISTANCE, AttackContext, BaseRankingAttack, exclude_self, pool_distances, top1_hit
+from .measurement import Measurement
 
 __all__ = ["GreedyTop1MisrankingAttack", "robrank_subset_index_target"]
 
@@ -27,6 +28,7 @@ class GreedyTop1MisrankingAttack(BaseRankingAttack):
     query's true label, own entry excluded.
     """
 
+    measurement_info = (Measurement("GTM", "R@1 (%)", ars_goal=0.0),)
     measurements = ("GTM",)
 
     def select(self, context: AttackContext, generator: Optional[torch.Generator]) -> None:

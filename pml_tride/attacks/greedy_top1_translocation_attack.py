@@ -7,6 +7,7 @@ from typing import Dict, Optional
 import torch
 
 from .base_attack import AttackContext, BaseRankingAttack, exclude_self, pool_distances
+from .measurement import PERCENT, Measurement
 from .query_attack import query_attack_loss
 
 __all__ = ["GreedyTop1TranslocationAttack", "RETAIN_DEPTH"]
@@ -22,6 +23,8 @@ class GreedyTop1TranslocationAttack(BaseRankingAttack):
     the 4 nearest non-self pool items; 1 on clean images by construction).
     """
 
+    # retain@4 starts at 100% by construction: table-mode ARS is the raw value.
+    measurement_info = (Measurement("GTT", "retain@4 (%)", ars_goal=0.0, ars_initial=PERCENT),)
     measurements = ("GTT",)
 
     def select(self, context: AttackContext, generator: Optional[torch.Generator]) -> None:

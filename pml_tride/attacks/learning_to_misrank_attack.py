@@ -7,6 +7,7 @@ from typing import Dict, Optional
 import torch
 
 from .base_attack import AttackContext, BaseRankingAttack, pool_distances, top1_hit
+from .measurement import Measurement
 
 __all__ = ["LearningToMisrankAttack"]
 
@@ -23,6 +24,7 @@ class LearningToMisrankAttack(BaseRankingAttack):
     the query's own entry excluded.
     """
 
+    measurement_info = (Measurement("LTM", "R@1 (%)", ars_goal=0.0),)
     measurements = ("LTM",)
 
     def select(self, context: AttackContext, generator: Optional[torch.Generator]) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Any, Collection, Dict, List, Optional
 
 import torch
 
 from .base_attack import AttackContext, BaseRankingAttack, pool_distances
-from .candidate_attack import DIRECTIONS, pick_one, top_neighbours
+from .candidate_attack import DIRECTIONS, pick_one, rank_measurements, top_neighbours
 
 __all__ = ["QueryAttack", "query_rank", "query_attack_loss"]
 
@@ -39,6 +39,13 @@ class QueryAttack(BaseRankingAttack):
     for QA-. The measurement is the candidate's percentile position in the query's ranking of the pool, which
     keeps the query's own clean entry (robrank's definition).
     """
+
+    measurement_info = rank_measurements("QA")
+
+    @classmethod
+    def build(cls, names: Collection[str], **kwargs: Any) -> List[BaseRankingAttack]:
+        """One instance per requested direction."""
+        return [cls(direction=direction, **kwargs) for direction in DIRECTIONS if f"QA{direction}" in names]
 
     def __init__(self, direction: str = "+", **kwargs) -> None:
         if direction not in DIRECTIONS:

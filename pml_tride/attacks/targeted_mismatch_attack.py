@@ -7,6 +7,7 @@ from typing import Dict, Optional
 import torch
 
 from .base_attack import AttackContext, BaseRankingAttack
+from .measurement import Measurement
 
 __all__ = ["TargetedMismatchAttack"]
 
@@ -18,6 +19,8 @@ class TargetedMismatchAttack(BaseRankingAttack):
     Loss: mean(1 - cos(f(q'), t)); measurement: cos(f(q'), t) (lower after the attack = more robust).
     """
 
+    # ERS: 100 (1 - cosine); no ARS (the only cosine-based attack, Section 3.4).
+    measurement_info = (Measurement("TMA", "cosine", percent=False, digits=3, ers_worst=1.0, ers_best=0.0),)
     measurements = ("TMA",)
 
     def select(self, context: AttackContext, generator: Optional[torch.Generator]) -> None:

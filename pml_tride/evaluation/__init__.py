@@ -1,6 +1,6 @@
 """Robustness evaluation: benign metrics, the ten ranking attacks, ERS and ARS; robustness during training."""
 
-from .benign import benign_metrics, retrieval_metrics
+from .benign import ENTANGLEMENT_SAMPLE, benign_metrics, pool_entanglement, retrieval_metrics
 from .collapse import COLLAPSE_LIFT, chance_recall_at_1, collapse_threshold, is_collapsed
 from .robustness_evaluator import RobustnessEvaluator, clean_recall_at_1
 from .robustness_report import RobustnessReport
@@ -19,4 +19,5 @@ from .scores import (
 __all__ = ["RobustnessEvaluator", "RobustnessReport", "RobustnessTester", "RobustnessMetrics", "robustness_metrics",
            "MONITORING_SETTINGS", "ers", "ers_per_attack", "ars", "ars_per_attack", "ars_per_trial", "PerTrialARS",
            "benign_metrics", "retrieval_metrics", "clean_recall_at_1", "ERS_ATTACKS", "ARS_ATTACKS",
-           "COLLAPSE_LIFT", "chance_recall_at_1", "collapse_threshold", "is_collapsed"]
+           "COLLAPSE_LIFT", "chance_recall_at_1", "collapse_threshold", "is_collapsed", "pool_entanglement",
+           "ENTANGLEMENT_SAMPLE"]

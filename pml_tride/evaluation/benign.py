@@ -9,7 +9,7 @@ k = number of classes (faiss when installed, else scikit-learn), scored by PML's
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from ..chunks import chunk_slices
 
 __all__ = ["benign_metrics", "retrieval_metrics", "retrieval_block", "relevant_positions", "ClassMembers", "nmi",
-           "kmeans_function", "RECALL_AT"]
+           "kmeans_function", "RECALL_AT", "pool_entanglement", "ENTANGLEMENT_SAMPLE", "ENTANGLEMENT_SEED"]
 
 RECALL_AT = (1, 2)
 KMEANS_SEED = 0
@@ -26,6 +26,10 @@ KMEANS_ITERATIONS = 20
 # rows keys B * 2^31 * N values in an int64, so blocks are split to keep B * N below this.
 MAX_KEYED_ELEMENTS = 2 ** 32
 FLOAT32_PATTERNS = 2 ** 31
+# Test-set entanglement uses at most this many items, a fixed seeded subsample, so its pairwise distances stay
+# O(ENTANGLEMENT_SAMPLE^2) on large pools (2,000 items: 4 million distances, 16 MB).
+ENTANGLEMENT_SAMPLE = 2000
+ENTANGLEMENT_SEED = 0
 
 
 def order_keys(distances: torch.Tensor, columns: torch.Tensor, total: int) -> torch.Tensor:
@@ -180,3 +184,26 @@ def benign_metrics(embeddings: torch.Tensor, labels: torch.Tensor, batch_size: i
     metrics = retrieval_metrics(embeddings, labels, batch_size)
     metrics["NMI"] = nmi(embeddings, labels, use_faiss)
     return metrics
+
+
+def pool_entanglement(embeddings: torch.Tensor, labels: torch.Tensor, sample: int = ENTANGLEMENT_SAMPLE,
+                          seed: int = ENTANGLEMENT_SEED) -> Tuple[Optional[float], int]:
+    """Entanglement d_intra / d_inter of the L2-normalised test embeddings (CA-TRIDE Table 5:
+    :func:`pml_tride.collapseness.entanglement`) and the number of items it used: all of them up to ``sample``,
+    else ``sample`` items drawn uniformly without replacement by a generator seeded with ``seed`` (the same items
+    in every call on a pool of the same size). The value is None when those items hold no same-class pair or no
+    different-class pair (a lone-item or one-class sample), where the ratio is undefined."""
+    from ..collapseness import entanglement
+
+    if isinstance(sample, bool) or not isinstance(sample, int) or sample < 2:
+        raise ValueError(f"sample must be an integer >= 2, got {sample!r}")
+    total = len(labels)
+    if total > sample:
+        chosen = torch.randperm(total, generator=torch.Generator().manual_seed(seed), device="cpu")[:sample]
+        chosen = chosen.sort().values.to(labels.device)
+        embeddings, labels = embeddings[chosen], labels[chosen]
+    same = labels[:, None] == labels[None, :]
+    intra_pairs = int(same.sum()) - len(labels)
+    if intra_pairs == 0 or bool(same.all()):
+        return None, len(labels)
+    return float(entanglement(embeddings.float(), labels)), len(labels)

@@ -28,7 +28,8 @@ def chance_recall_at_1(labels: Union[torch.Tensor, Sequence[int]]) -> float:
     """Chance R@1 (percent) of a retrieval test set with these labels: the probability that a uniformly random
     other item of the pool shares the query's class, 100 sum_c n_c (n_c - 1) / (N (N - 1)); the expected R@1 of an
     embedding that carries no class information (a random relabelling of the pool)."""
-    labels = torch.as_tensor(labels)
+    # on the labels' own device (the CPU for a sequence), whatever the default device is
+    labels = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(labels, device="cpu")
     if labels.dim() != 1 or len(labels) < 2:
         raise ValueError(f"labels must be a 1-D sequence of at least 2 items, got shape {tuple(labels.shape)}")
     counts = torch.unique(labels, return_counts=True)[1].tolist()

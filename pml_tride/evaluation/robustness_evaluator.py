@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import time
+import zlib
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
@@ -11,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..attacks import ATTACK_NAMES, AttackContext, AttackTrials, BaseRankingAttack, RetrievalPool, build_attacks
+from ..attacks import AttackContext, AttackTrials, BaseRankingAttack, RetrievalPool, build_attacks
 from ..chunks import chunk_slices
 from ..distributed import all_gather_objects, broadcast_object, get_rank, get_world_size, unwrap_model
 from ..loader_options import loader_options, resolve_num_workers
@@ -19,10 +21,14 @@ from ..pgd import frozen_model
 from ..progress import progress_bar
 from ..random_state import preserved_global_rng
 from ..validation import check_number
-from .benign import ClassMembers, benign_metrics, retrieval_block
+from .benign import ClassMembers, benign_metrics, pool_entanglement, retrieval_block
+from .collapse import chance_recall_at_1
 from .robustness_report import RobustnessReport
 
 __all__ = ["RobustnessEvaluator", "clean_recall_at_1"]
+
+logger = logging.getLogger(__name__)
+
 
 # Query rows per block of distances in clean_recall_at_1.
 RECALL_BLOCK_ROWS = 256
@@ -55,7 +61,9 @@ class RobustnessEvaluator:
 
     Args:
         eps, alpha, steps: PGD budget, step size and steps (ERS setting: 8/255, 3/255, 32; no random start).
-        attacks: "all" or measurement names (see :data:`pml_tride.attacks.ATTACK_NAMES`).
+        attacks: "all", measurement names (see :data:`pml_tride.attacks.ATTACK_NAMES`), or "none" / an empty
+            tuple: a benign-only evaluation (benign metrics, chance R@1, collapse flag, entanglement; no attack
+            built, ERS and ARS not measured).
         batch_size: attacked images per batch (robrank: 112).
         seed: seed of the target selection.
         robrank_compat: reproduce robrank's quirks (GTM target, LTM positives, stale ES:D, self-targets of
@@ -63,7 +71,9 @@ class RobustnessEvaluator:
         device: where the data and the pool go (default: the model's device); the model must already be there.
         input_range: valid pixel range.
         progress: show tqdm progress bars with a time estimate.
-        benign: compute R@1/R@2/mAP/NMI (R@1 is needed for ARS).
+        benign: compute R@1/R@2/mAP/NMI (R@1 is needed for ARS and the collapse flag) and the entanglement
+            d_intra/d_inter of the pool (on a fixed subsample of
+            :data:`~pml_tride.evaluation.benign.ENTANGLEMENT_SAMPLE` items when larger).
         max_batches: attack only the first batches of each attack (a quick look; ERS/ARS then cover a subset).
         use_faiss: use faiss for k-means when installed.
         queries: attack only this many test images, a random subset drawn from ``seed`` that is the same in every
@@ -96,6 +106,8 @@ class RobustnessEvaluator:
         check_number("queries", queries, minimum=1, integer=True, optional=True)
         self.attacks = build_attacks(attacks, eps=eps, alpha=alpha, steps=steps, input_range=input_range,
                                      robrank_compat=robrank_compat)
+        if not self.attacks and not benign:
+            raise ValueError("nothing to evaluate: attacks='none' and benign=False; select attacks or benign=True")
         self.eps, self.alpha, self.steps, self.batch_size, self.seed = eps, alpha, steps, batch_size, seed
         self.robrank_compat, self.device, self.input_range = robrank_compat, device, tuple(input_range)
         self.progress, self.benign, self.max_batches, self.use_faiss = progress, benign, max_batches, use_faiss
@@ -105,10 +117,11 @@ class RobustnessEvaluator:
         self.num_workers = num_workers
 
     def attack_seed(self, attack: BaseRankingAttack) -> int:
-        """The seed of one attack's target selection, from ``seed`` and the attack's place in Table 2 (not its place
-        among the attacks selected), so that an attack draws the same targets whatever else is evaluated."""
-        position = ATTACK_NAMES.index(attack.measurements[0])
-        return int(np.random.SeedSequence([self.seed, position]).generate_state(1)[0])
+        """The seed of one attack's target selection, from ``seed`` and a stable hash (CRC-32) of the attack's
+        first measurement name (not its place among the attacks, selected or registered), so that an attack draws
+        the same targets whatever else is evaluated and whatever attacks are added to the package."""
+        name_hash = zlib.crc32(attack.measurements[0].encode("utf-8"))
+        return int(np.random.SeedSequence([self.seed, name_hash]).generate_state(1)[0])
 
     @staticmethod
     def _model_device(model: nn.Module) -> Optional[torch.device]:
@@ -197,11 +210,12 @@ class RobustnessEvaluator:
                              "model.to(device)")
         started = time.perf_counter()
         pool = self.build_pool(model, dataset)
-        benign = {}
+        benign, entanglement = {}, (None, None)
         if self.benign:  # computed once, on rank 0
-            benign = broadcast_object(benign_metrics(pool.embeddings, pool.labels, use_faiss=self.use_faiss)
-                                      if get_rank() == 0 else None)
-        attacked = self.attacked_indices(len(dataset))
+            benign, entanglement = broadcast_object(
+                (benign_metrics(pool.embeddings, pool.labels, use_faiss=self.use_faiss),
+                 pool_entanglement(pool.embeddings, pool.labels)) if get_rank() == 0 else None)
+        attacked = self.attacked_indices(len(dataset)) if self.attacks else torch.zeros(0, dtype=torch.long)
         batch_rows = self._batch_rows(attacked.tolist())
         batches = len(batch_rows)
         rank, world_size = get_rank(), get_world_size()
@@ -236,11 +250,18 @@ class RobustnessEvaluator:
         settings: Dict[str, Any] = {
             "eps": self.eps, "alpha": self.alpha, "steps": self.steps, "seed": self.seed,
             "robrank_compat": self.robrank_compat, "batch_size": self.batch_size, "pool_size": len(pool),
+            "attacks": [name for attack in self.attacks for name in attack.measurements],
             "attacked_batches": batches, "attacked_queries": len(attacked), "queries": self.queries,
             "attack_seconds": timings, "processes": world_size, "total_seconds": time.perf_counter() - started,
         }
-        clean_r1 = None if len(attacked) == len(pool) else clean_recall_at_1(pool, attacked.to(pool.embeddings.device))
-        return RobustnessReport.from_trials(benign, trials, settings, clean_r1=clean_r1)
+        clean_r1 = (None if not self.attacks or len(attacked) == len(pool)
+                    else clean_recall_at_1(pool, attacked.to(pool.embeddings.device)))
+        chance_r1 = chance_recall_at_1(pool.labels)
+        report = RobustnessReport.from_trials(benign, trials, settings, clean_r1=clean_r1, chance_r1=chance_r1)
+        report.entanglement, report.entanglement_items = entanglement
+        if report.collapsed and get_rank() == 0:
+            logger.warning("%s", report.notes()[0])
+        return report
 
     @staticmethod
     def _concatenate(name: str, parts: List[AttackTrials]) -> AttackTrials:

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from ..validation import check_number
 from .robustness_evaluator import RobustnessEvaluator
 from .robustness_report import RobustnessReport
-from .scores import ARS_ATTACKS, ers_per_attack
+from .scores import ARS_ATTACKS, ERS_ATTACKS, ers_per_attack
 
 __all__ = ["RobustnessTester", "RobustnessMetrics", "robustness_metrics", "MONITORING_SETTINGS", "SELECTABLE"]
 
@@ -26,6 +26,8 @@ MONITORING_SETTINGS: Mapping[str, Any] = {"queries": 224, "steps": 8}
 # Names accepted by ``select``; a callable of the report is accepted too.
 SELECTABLE = ("ARS", "ERS", "R@1")
 SCORE = "score"
+# The selection value of a collapsed epoch: below any score, so that no collapsed epoch is ever the best.
+COLLAPSED_SCORE = -math.inf
 
 
 def _metric_name(attack: str) -> str:
@@ -33,7 +35,8 @@ def _metric_name(attack: str) -> str:
     return "ARS_" + attack.replace("+", "_plus").replace("-", "_minus").replace(":", "_")
 
 
-METRICS = ("ARS", "ERS", "ARS_per_trial", "R_at_1", "mAP", SCORE) + tuple(_metric_name(a) for a in ARS_ATTACKS)
+METRICS = (("ARS", "ERS", "ARS_per_trial", "R_at_1", "mAP", "chance_R_at_1", "collapsed", "entanglement", SCORE)
+           + tuple(_metric_name(a) for a in ARS_ATTACKS))
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -44,15 +47,23 @@ def robustness_metrics(report: RobustnessReport) -> Dict[str, float]:
     """The report as flat numbers (NaN where unavailable), without the selection score.
 
     ``ARS``/``ERS`` are the overall scores when every attack they need ran; with a subset of the attacks (cheap
-    monitoring) they are the mean of the per-attack scores of the attacks that ran.
+    monitoring) they are the mean of the per-attack scores of the attacks that ran. ``chance_R_at_1`` is the test
+    set's chance R@1, ``collapsed`` 1.0 for a collapsed model (0.0 if not, NaN when unknown) and ``entanglement``
+    the test embeddings' d_intra/d_inter.
     """
-    ars = report.ars if report.ars is not None else _mean(list(report.ars_per_attack.values()))
-    ers = report.ers if report.ers is not None else _mean(list(ers_per_attack(report.raw, partial=True).values()))
+    ars = report.ars if report.ars is not None else _mean([score for name, score in report.ars_per_attack.items()
+                                                           if name in ARS_ATTACKS])
+    ers = report.ers if report.ers is not None else _mean([score for name, score in
+                                                           ers_per_attack(report.raw, partial=True).items()
+                                                           if name in ERS_ATTACKS])
     per_trial = report.ars_per_trial.get("overall")
     if per_trial is None:
         per_trial = _mean([report.ars_per_trial[name] for name in ARS_ATTACKS if name in report.ars_per_trial])
     metrics = {"ARS": ars, "ERS": ers, "ARS_per_trial": per_trial, "R_at_1": report.benign.get("R@1", math.nan),
-               "mAP": report.benign.get("mAP", math.nan)}
+               "mAP": report.benign.get("mAP", math.nan),
+               "chance_R_at_1": math.nan if report.chance_r1 is None else report.chance_r1,
+               "collapsed": math.nan if report.collapsed is None else float(report.collapsed),
+               "entanglement": math.nan if report.entanglement is None else report.entanglement}
     metrics.update({_metric_name(a): report.ars_per_attack.get(a, math.nan) for a in ARS_ATTACKS})
     return metrics
 
@@ -82,7 +93,10 @@ class RobustnessTester(BaseTester):
     Args:
         evaluator: the evaluator to run; default: one built from ``evaluator_kwargs`` with progress bars off.
         select: what "best" means: ``"ARS"``, ``"ERS"``, ``"R@1"`` or a function of the report returning a
-            number (higher = better); recorded as ``score``.
+            number (higher = better); recorded as ``score``. A collapsed epoch
+            (:func:`~pml_tride.evaluation.is_collapsed`) scores ``-inf`` whatever ``select`` is, and
+            :meth:`end_of_epoch_hook` never takes it as the best: while every epoch is collapsed, ``best_epoch``
+            stays None and no best checkpoint is written.
         record_keeper: a PML ``record_keeper`` (``logging_presets.get_record_keeper``) that
             :meth:`end_of_epoch_hook` writes the metrics to (TensorBoard included when it has a writer).
         end_of_testing_hook: called with the tester after every test (PML convention).
@@ -123,7 +137,10 @@ class RobustnessTester(BaseTester):
 
     # ----------------------------------------------------------------- testing
     def score(self, report: RobustnessReport, metrics: Mapping[str, float]) -> float:
-        """The selection value of a report (higher = better)."""
+        """The selection value of a report (higher = better); :data:`COLLAPSED_SCORE` for a collapsed model, whose
+        ERS and ARS do not measure robustness."""
+        if report.collapsed:
+            return COLLAPSED_SCORE
         if callable(self.select):
             return float(self.select(report))
         return metrics["R_at_1" if self.select == "R@1" else self.select]
@@ -166,8 +183,9 @@ class RobustnessTester(BaseTester):
                      for name, value in metrics.items()}
             self.all_accuracies[split] = {"epoch": epoch, **keyed}
             self.history.append({"epoch": epoch, "split": split, **metrics})
-            logger.info("epoch %s, %s: ARS %.1f, ERS %.1f, R@1 %.1f", epoch, split, metrics["ARS"], metrics["ERS"],
-                        metrics["R_at_1"])
+            logger.info("epoch %s, %s: ARS %.1f, ERS %.1f, R@1 %.1f (chance %.1f)%s", epoch, split, metrics["ARS"],
+                        metrics["ERS"], metrics["R_at_1"], metrics["chance_R_at_1"],
+                        ", COLLAPSED" if report.collapsed else "")
         if self.end_of_testing_hook is not None:
             self.end_of_testing_hook(self)
         return self.all_accuracies
@@ -189,9 +207,11 @@ class RobustnessTester(BaseTester):
 
         Every ``test_interval`` epochs it tests, writes the metrics to ``record_keeper`` when given (else appends
         them to ``trainer.history`` when the trainer has one, as :class:`~pml_tride.TrideTrainer`), tracks the best
-        epoch of ``validation_split`` (default: the first split) by ``select``, writes ``best_checkpoint`` on
+        epoch of ``validation_split`` (default: the first split) by ``select`` among the epochs that are not
+        collapsed (none while every tested epoch is collapsed: ``best_epoch`` stays None), writes ``best_checkpoint`` on
         each new best (``trainer.save_checkpoint`` when the trainer has it, else the models' state dicts), and
-        stops training (returns False) after ``patience`` epochs without improvement.
+        stops training (returns False) after ``patience`` epochs without improvement (counted from the first
+        tested epoch while no epoch qualifies).
         """
         if not dataset_dict:
             raise ValueError("dataset_dict needs at least one split, e.g. {'val': val_dataset}")
@@ -203,18 +223,26 @@ class RobustnessTester(BaseTester):
             folder = os.path.dirname(os.path.abspath(best_checkpoint))
             os.makedirs(folder, exist_ok=True)
 
+        tested: List[int] = []
+
         def hook(trainer: Any) -> bool:
             if trainer.epoch % test_interval != 0:
                 return True
             self.test(dataset_dict, trainer.epoch, trainer.models["trunk"], trainer.models.get("embedder"))
             self._log(trainer)
+            tested.append(trainer.epoch)
             score = self.all_accuracies[split][self.accuracies_keyname(SCORE, self.label_hierarchy_level)]
-            if self.best_epoch is None or score > self.best_score or (math.isnan(self.best_score)
-                                                                       and not math.isnan(score)):
+            if self.reports[split].collapsed:
+                logger.warning("epoch %s is collapsed on %r (%s): never selected as the best epoch%s", trainer.epoch,
+                               split, self.reports[split].describe_collapse(),
+                               "" if self.best_epoch is not None else "; no epoch qualifies yet")
+            elif self.best_epoch is None or score > self.best_score or (math.isnan(self.best_score)
+                                                                         and not math.isnan(score)):
                 self.best_epoch, self.best_score = trainer.epoch, score
                 if best_checkpoint is not None:
                     self._save(trainer, best_checkpoint)
-            if patience is not None and trainer.epoch - self.best_epoch > patience:
+            since = tested[0] if self.best_epoch is None else self.best_epoch
+            if patience is not None and trainer.epoch - since > patience:
                 logger.info("no better %s for %d epochs: stopping", SCORE, patience)
                 return False
             return True

@@ -1,7 +1,9 @@
 """ERS (Zhou et al., 2021) and ARS (CA-TRIDE, Eq. 15 and 27-31): pure functions of attack results.
 
 Raw values are in the units of the paper's Table 2: percent for CA+/CA-/QA+/QA- (percentile ranks) and for
-ES:R, LTM, GTM (R@1) and GTT (retain@4); the cosine for TMA; the L2 shift for ES:D.
+ES:R, LTM, GTM (R@1) and GTT (retain@4); the cosine for TMA; the L2 shift for ES:D. Units, ERS normalisers and ARS
+goals are declared by the attack classes (:data:`pml_tride.attacks.MEASUREMENTS`); which attacks ERS and ARS
+average over is fixed here (:data:`ERS_ATTACKS`, :data:`ARS_ATTACKS`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 
-from ..attacks import ATTACK_NAMES
+from ..attacks import MEASUREMENTS
 from ..validation import check_choice
 
 __all__ = [
@@ -21,62 +23,41 @@ __all__ = [
     "ers_per_attack", "ers", "ars", "ars_per_attack", "ars_per_trial", "PerTrialARS",
 ]
 
-ERS_ATTACKS = ATTACK_NAMES
-# ARS drops TMA (cosine-based) and ES:D (a shift, not a ranking outcome): Section 3.4.
+# ERS is the mean over the literature's ten (Zhou et al., 2021), named here so that a new attack does not change it.
+ERS_ATTACKS = ("CA+", "CA-", "QA+", "QA-", "TMA", "ES:D", "ES:R", "LTM", "GTM", "GTT")
+# ARS is the mean over the paper's eight: without TMA (cosine-based) and ES:D (a shift, not a ranking outcome),
+# Section 3.4.
 ARS_ATTACKS = ("CA+", "CA-", "QA+", "QA-", "ES:R", "LTM", "GTM", "GTT")
-PLUS_ATTACKS = ("CA+", "QA+")
-MINUS_ATTACKS = ("CA-", "QA-")
-RECALL_ATTACKS = ("ES:R", "LTM", "GTM", "GTT")
-# Table-mode ARS of these divides by the benign R@1 (Eq. 31).
-R1_ATTACKS = ("ES:R", "LTM", "GTM")
+# Rank attacks whose goal is the top (+) or the bottom (-) of the list, and the recall attacks (Eq. 31), as the
+# attack classes declare them (pml_tride.attacks.Measurement).
+PLUS_ATTACKS = tuple(name for name in ARS_ATTACKS if MEASUREMENTS[name].ars_trialwise
+                     and MEASUREMENTS[name].ars_goal == 0)
+MINUS_ATTACKS = tuple(name for name in ARS_ATTACKS if MEASUREMENTS[name].ars_trialwise
+                      and MEASUREMENTS[name].ars_goal != 0)
+RECALL_ATTACKS = tuple(name for name in ARS_ATTACKS if not MEASUREMENTS[name].ars_trialwise)
 SIGN_HANDLINGS = ("signed_clip", "signed", "abs")
-# ERS constants: an untouched random target sits at the 50th percentile; unit vectors are at most 2 apart.
-UNTOUCHED_PERCENTILE = 50.0
-MAX_SHIFT = 2.0
-# Table-mode ARS: the nominal initial percentile of a CA-/QA- target (top 1%) and the goal (the bottom).
-MINUS_INITIAL_PERCENT = 1.0
-BOTTOM_PERCENT = 100.0
 
 
 def _check_keys(raw: Mapping[str, float], needed: Tuple[str, ...]) -> None:
     missing = [name for name in needed if name not in raw]
-    unknown = [name for name in raw if name not in ERS_ATTACKS]
+    unknown = [name for name in raw if name not in MEASUREMENTS]
     if missing or unknown:
         raise ValueError(f"raw results: missing {missing}, unknown {unknown}; expected keys {list(needed)}")
 
 
 def ers_per_attack(raw: Mapping[str, float], partial: bool = False) -> Dict[str, float]:
-    """Each raw result normalised to 0-100, higher = more robust (robrank's ``ersnormalize``). ``partial=True``
-    normalises the attacks present instead of requiring all ten."""
-    if partial:
-        _check_keys(raw, tuple(name for name in ERS_ATTACKS if name in raw))
-    else:
-        _check_keys(raw, ERS_ATTACKS)
-    normalised = {
-        "CA+": lambda x: 100 * x / UNTOUCHED_PERCENTILE,
-        "CA-": lambda x: 100 - x,
-        "QA+": lambda x: 100 * x / UNTOUCHED_PERCENTILE,
-        "QA-": lambda x: 100 - x,
-        "TMA": lambda x: 100 * (1 - x),
-        "ES:D": lambda x: 100 * (MAX_SHIFT - x) / MAX_SHIFT,
-    }
-    return {name: normalised.get(name, float)(raw[name]) for name in ERS_ATTACKS if name in raw}
+    """Each raw result normalised to 0-100, higher = more robust (robrank's ``ersnormalize``, with the normaliser
+    each attack class declares: :meth:`pml_tride.attacks.Measurement.ers_score`), for the ten ERS attacks (and
+    any other measurement present in ``raw``). ``partial=True`` normalises the attacks present instead of
+    requiring all ten."""
+    _check_keys(raw, () if partial else ERS_ATTACKS)
+    return {name: MEASUREMENTS[name].ers_score(raw[name]) for name in MEASUREMENTS if name in raw}
 
 
 def ers(raw: Mapping[str, float]) -> float:
-    """Empirical Robustness Score: the mean of the ten normalised scores."""
+    """Empirical Robustness Score: the mean of the normalised scores of the ten :data:`ERS_ATTACKS`."""
     per_attack = ers_per_attack(raw)
-    return sum(per_attack.values()) / len(per_attack)
-
-
-def _table_score(name: str, value: float, benign_r1: float) -> float:
-    if name in PLUS_ATTACKS:
-        return 100 * value / UNTOUCHED_PERCENTILE
-    if name in MINUS_ATTACKS:
-        return 100 * (1 - (value - MINUS_INITIAL_PERCENT) / (BOTTOM_PERCENT - MINUS_INITIAL_PERCENT))
-    if name == "GTT":
-        return value
-    return 100 * value / benign_r1
+    return sum(per_attack[name] for name in ERS_ATTACKS) / len(ERS_ATTACKS)
 
 
 def _check_r1(benign_r1: float) -> None:
@@ -85,16 +66,17 @@ def _check_r1(benign_r1: float) -> None:
 
 
 def ars_per_attack(raw: Mapping[str, float], benign_r1: Optional[float], clip: bool = False) -> Dict[str, float]:
-    """Table-mode ARS of each ARS attack present in ``raw`` (any subset of the eight; TMA and ES:D are ignored),
-    without ``"overall"``: what a partial evaluation can report. ``benign_r1=None`` leaves out ES:R, LTM and GTM,
-    whose score divides by it."""
-    unknown = [name for name in raw if name not in ERS_ATTACKS]
+    """Table-mode ARS of each ARS attack present in ``raw`` (any subset of the eight, and any other measurement
+    with an ARS goal; TMA and ES:D are ignored), without ``"overall"``: what a partial evaluation can report.
+    ``benign_r1=None`` leaves out the recall attacks whose score divides by it (ES:R, LTM, GTM)."""
+    unknown = [name for name in raw if name not in MEASUREMENTS]
     if unknown:
-        raise ValueError(f"raw results: unknown {unknown}; expected names from {list(ERS_ATTACKS)}")
+        raise ValueError(f"raw results: unknown {unknown}; expected names from {list(MEASUREMENTS)}")
     if benign_r1 is not None:
         _check_r1(benign_r1)
-    names = [name for name in ARS_ATTACKS if name in raw and (benign_r1 is not None or name not in R1_ATTACKS)]
-    scores = {name: _table_score(name, raw[name], benign_r1) for name in names}
+    names = [name for name, info in MEASUREMENTS.items() if name in raw and info.ars_goal is not None
+             and (benign_r1 is not None or info.ars_initial is not None)]
+    scores = {name: MEASUREMENTS[name].ars_score(raw[name], benign_r1) for name in names}
     return {name: min(max(score, 0.0), 100.0) for name, score in scores.items()} if clip else scores
 
 
@@ -102,8 +84,10 @@ def ars(raw: Mapping[str, float], benign_r1: float, clip: bool = False) -> Dict[
     """Table-mode ARS (Eq. 15 with nominal initial states), reproducing the paper's Table 1 from Table 2.
 
     CA+/QA+: 100 (1 - (50 - x) / 50); CA-/QA-: 100 (1 - (x - 1) / 99) (goal: the bottom of the list);
-    ES:R/LTM/GTM: 100 x / R@1 (Eq. 31); GTT: x (retain@4 starts at 100%). ``clip`` bounds each score to
-    [0, 100]; the paper does not clip. Returns the eight scores and their mean, ``"overall"``.
+    ES:R/LTM/GTM: 100 x / R@1 (Eq. 31); GTT: x (retain@4 starts at 100%); each from the goal and initial state
+    its attack class declares (:meth:`pml_tride.attacks.Measurement.ars_score`). ``clip`` bounds each score to
+    [0, 100]; the paper does not clip. Returns the scores and the mean of the eight :data:`ARS_ATTACKS`,
+    ``"overall"``.
     """
     _check_keys(raw, ARS_ATTACKS)
     _check_r1(benign_r1)
@@ -154,9 +138,11 @@ def ars_per_trial(trials: Mapping[str, "object"], sign_handling: str = "signed_c
     if missing and not partial:
         raise ValueError(f"ars_per_trial needs trials for {missing}")
     scores, excluded = {}, {}
-    for name in (name for name in ARS_ATTACKS if name in trials):
+    for name, info in MEASUREMENTS.items():
+        if name not in trials or info.ars_goal is None:
+            continue
         before, after = _float64(trials[name].before), _float64(trials[name].after)
-        if name in RECALL_ATTACKS:
+        if not info.ars_trialwise:
             clean = before.mean().item()
             if clean == 0:
                 warnings.warn(f"{name}: the clean value is 0, so its ARS is undefined (NaN)", stacklevel=2)
@@ -164,7 +150,7 @@ def ars_per_trial(trials: Mapping[str, "object"], sign_handling: str = "signed_c
             else:
                 scores[name] = 100 * after.mean().item() / clean
             continue
-        goal = 0.0 if name in PLUS_ATTACKS else 1.0
+        goal = info.ars_goal / info.scale
         informative = before != goal
         excluded[name] = int((~informative).sum())
         if informative.any():

@@ -256,3 +256,56 @@ def test_bad_inputs_raise():
         RetrievalPool(torch.rand(4, 2), torch.zeros(3))
     with pytest.raises(ValueError, match="L2-normalised"):
         RetrievalPool(torch.rand(4, 2) + 1, torch.zeros(4))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"steps": -1}, "steps must be an integer >= 0, got -1"),
+    ({"steps": 2.5}, "steps"),
+    ({"eps": 8}, r"eps must be a number in \[0, 1\].*got 8"),  # 8 for 8/255
+    ({"eps": -0.1}, "eps"),
+    ({"alpha": float("nan")}, "alpha"),
+    ({"alpha": 3, "input_range": (0.0, 2.0)}, r"alpha must be a number in \[0, 2\]"),
+    ({"input_range": (1.0, 0.0)}, "input_range"),
+])
+def test_attack_settings_are_checked_when_the_attacks_are_built(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        build_attacks(**kwargs)
+    with pytest.raises(ValueError, match=match):
+        QueryAttack("+", **kwargs)
+    assert build_attacks(["CA+"], eps=0.0, alpha=0.0, steps=0)[0].steps == 0  # the edges are valid
+    assert build_attacks(["CA+"], eps=2.0, alpha=2.0, input_range=(-1.0, 1.0))[0].eps == 2.0
+
+
+def test_unknown_attack_names_list_the_valid_ones():
+    valid = r"\['CA\+', 'CA-', 'QA\+', 'QA-', 'TMA', 'ES:D', 'ES:R', 'LTM', 'GTM', 'GTT'\]"
+    message = r"unknown attack names \['CA', 'XA'\]; valid: 'all', 'none' or any of " + valid
+    with pytest.raises(ValueError, match=message):
+        build_attacks(["CA", "CA+", "XA"])
+
+
+def test_every_measurement_is_declared_once_on_its_class():
+    from pml_tride.attacks import ATTACK_CLASSES, MEASUREMENTS
+
+    declared = [info.name for cls in ATTACK_CLASSES for info in cls.measurement_info]
+    assert declared == list(ATTACK_NAMES) == list(MEASUREMENTS)
+    for attack in build_attacks():
+        assert set(attack.measurements) <= {info.name for info in type(attack).measurement_info}
+    units = {name: MEASUREMENTS[name].percent for name in ATTACK_NAMES}
+    assert [name for name, percent in units.items() if not percent] == ["TMA", "ES:D"]
+    assert [name for name in ATTACK_NAMES if MEASUREMENTS[name].ars_goal is None] == ["TMA", "ES:D"]
+
+
+def test_attack_seeds_derive_from_the_name_not_the_position():
+    import zlib
+
+    import numpy as np
+
+    from pml_tride.evaluation import RobustnessEvaluator
+
+    evaluator = RobustnessEvaluator(seed=7, progress=False)
+    for attack in evaluator.attacks:
+        expected = np.random.SeedSequence([7, zlib.crc32(attack.measurements[0].encode())]).generate_state(1)[0]
+        assert evaluator.attack_seed(attack) == int(expected)
+    alone = RobustnessEvaluator(seed=7, attacks=["GTT"], progress=False)
+    assert alone.attack_seed(alone.attacks[0]) == evaluator.attack_seed(evaluator.attacks[-1])
+    assert len({evaluator.attack_seed(attack) for attack in evaluator.attacks}) == len(evaluator.attacks)

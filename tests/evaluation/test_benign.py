@@ -7,7 +7,7 @@ from pytorch_metric_learning.distances import LpDistance
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.inference import CustomKNN, FaissKNN
 
-from pml_tride.evaluation import benign_metrics, retrieval_metrics
+from pml_tride.evaluation import benign_metrics, pool_entanglement, retrieval_metrics
 from pml_tride.evaluation.benign import ClassMembers, relevant_positions
 
 
@@ -144,3 +144,36 @@ def test_blocks_too_large_for_one_key_range_are_split(monkeypatch):
     monkeypatch.setattr(benign, "MAX_KEYED_ELEMENTS", 100)
     metrics = retrieval_metrics(embeddings, labels, batch_size=16)
     assert metrics["R@1"] == expected["R@1"] and metrics["mAP"] == pytest.approx(expected["mAP"], rel=1e-12)
+
+
+def brute_force_entanglement(embeddings, labels):
+    unit = F.normalize(embeddings, dim=1).tolist()
+    intra, inter = [], []
+    for i in range(len(unit)):
+        for j in range(len(unit)):
+            if i != j:
+                (intra if labels[i] == labels[j] else inter).append(math.dist(unit[i], unit[j]))
+    return (sum(intra) / len(intra)) / (sum(inter) / len(inter))
+
+
+def test_pool_entanglement_is_d_intra_over_d_inter():
+    embeddings, labels = data(count=30, classes=3)
+    value, items = pool_entanglement(embeddings, labels)
+    assert items == 30 and value == pytest.approx(brute_force_entanglement(embeddings, labels.tolist()), rel=1e-5)
+
+
+def test_pool_entanglement_subsamples_large_pools_with_a_fixed_seed():
+    embeddings, labels = data(count=60, classes=6)
+    value, items = pool_entanglement(embeddings, labels, sample=20, seed=3)
+    chosen = torch.randperm(60, generator=torch.Generator().manual_seed(3))[:20].sort().values
+    assert items == 20
+    assert value == pytest.approx(brute_force_entanglement(embeddings[chosen], labels[chosen].tolist()), rel=1e-5)
+    assert pool_entanglement(embeddings, labels, sample=20, seed=3) == (value, items)
+    assert pool_entanglement(embeddings, labels, sample=20, seed=4)[0] != value
+
+
+def test_pool_entanglement_undefined_without_both_kinds_of_pair():
+    assert pool_entanglement(torch.randn(4, 3), torch.zeros(4, dtype=torch.long)) == (None, 4)
+    assert pool_entanglement(torch.randn(4, 3), torch.arange(4)) == (None, 4)
+    with pytest.raises(ValueError, match="sample"):
+        pool_entanglement(torch.randn(4, 3), torch.arange(4), sample=1)

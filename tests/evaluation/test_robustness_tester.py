@@ -28,6 +28,16 @@ def toy_dataset(count=24, classes=4, seed=0):
                                           torch.arange(count) % classes)
 
 
+def separable_dataset(count=24, classes=4, seed=2):
+    """Images that carry their class (a prototype per class plus noise): a model is not collapsed on them, so its
+    epochs are candidates for the best one."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(count) % classes
+    prototypes = torch.rand(classes, 1, 6, 6, generator=generator)
+    images = 0.8 * prototypes[labels] + 0.2 * torch.rand(count, 1, 6, 6, generator=generator)
+    return torch.utils.data.TensorDataset(images, labels)
+
+
 def tride_trainer(model, end_of_epoch_hook=None, end_of_iteration_hook=None):
     return TrideTrainer(
         models={"trunk": model},
@@ -93,12 +103,13 @@ def test_tride_trainer_history_and_best_checkpoint_without_record_keeper(tmp_pat
     tester = RobustnessTester(select=gtm_resistance, **FAST)
     trainer = tride_trainer(tiny_cnn())
     trainer.end_of_epoch_hook = trainer._end_of_epoch_wrapper(
-        tester.end_of_epoch_hook({"val": toy_dataset(seed=2)}, best_checkpoint=str(tmp_path / "best" / "best.pt")))
+        tester.end_of_epoch_hook({"val": separable_dataset()}, best_checkpoint=str(tmp_path / "best" / "best.pt")))
     trainer.train(num_epochs=3)
     rows = [row for row in trainer.history if row.get("evaluation") == "val"]
     assert [row["epoch"] for row in rows] == [1, 2, 3]
     for row in rows:
         assert math.isfinite(row["ARS"]) and math.isfinite(row["ERS"]) and math.isfinite(row["R_at_1"])
+    assert [row["collapsed"] for row in rows] == [0.0, 0.0, 0.0]
     assert [row["score"] for row in rows] == selected
     best = max(range(3), key=lambda index: (selected[index], -index))
     assert tester.best_epoch == best + 1 and tester.best_score == selected[best]

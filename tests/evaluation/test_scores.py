@@ -109,3 +109,38 @@ def test_per_trial_nan_when_clean_recall_is_zero():
         ars_per_trial(all_trials(), "clip")
     with pytest.raises(ValueError, match="GTT"):
         ars_per_trial({name: t for name, t in all_trials().items() if name != "GTT"})
+
+
+# The literature's formulas written out by hand (robrank's ersnormalize; the paper's Table 1 recipe), to check the
+# normalisers and goals the attack classes declare against them.
+HAND_ERS = {"CA+": lambda x: 2 * x, "CA-": lambda x: 100 - x, "QA+": lambda x: 2 * x, "QA-": lambda x: 100 - x,
+            "TMA": lambda x: 100 * (1 - x), "ES:D": lambda x: 50 * (2 - x), "ES:R": lambda x: x,
+            "LTM": lambda x: x, "GTM": lambda x: x, "GTT": lambda x: x}
+HAND_ARS = {"CA+": lambda x, r1: 2 * x, "CA-": lambda x, r1: 100 - 100 * (x - 1) / 99,
+            "QA+": lambda x, r1: 2 * x, "QA-": lambda x, r1: 100 - 100 * (x - 1) / 99,
+            "ES:R": lambda x, r1: 100 * x / r1, "LTM": lambda x, r1: 100 * x / r1, "GTM": lambda x, r1: 100 * x / r1,
+            "GTT": lambda x, r1: x}
+
+
+@pytest.mark.parametrize("value", [0.0, 0.37, 1.0, 1.76, 12.5, 50.0, 99.9, 100.0])
+def test_declared_normalisers_equal_the_hand_written_formulas(value):
+    raw = dict.fromkeys(NAMES, value)
+    per_attack = ers_per_attack(raw)
+    assert set(per_attack) == set(HAND_ERS)
+    for name, formula in HAND_ERS.items():
+        assert per_attack[name] == pytest.approx(formula(value), abs=1e-9), name
+    scores = ars(raw, benign_r1=43.4)
+    for name, formula in HAND_ARS.items():
+        assert scores[name] == pytest.approx(formula(value, 43.4), abs=1e-9), name
+
+
+def test_a_new_measurement_does_not_change_ers_or_the_overall_ars(monkeypatch):
+    from pml_tride.attacks import MEASUREMENTS, Measurement
+
+    monkeypatch.setitem(MEASUREMENTS, "NEW", Measurement("NEW", "R@1 (%)", ars_goal=0.0))
+    row = raw(("CUB", "HM"))
+    extended = {**row, "NEW": 5.0}
+    assert ers(extended) == ers(row) and ars(extended, 34.9)["overall"] == ars(row, 34.9)["overall"]
+    assert ers_per_attack(extended)["NEW"] == 5.0 and ars(extended, 34.9)["NEW"] == pytest.approx(100 * 5 / 34.9)
+    with pytest.raises(ValueError, match="missing"):
+        ers({**{name: 1.0 for name in NAMES if name != "GTT"}, "NEW": 1.0})
