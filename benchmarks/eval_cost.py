@@ -226,25 +226,29 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def peak_rss_bytes() -> int:
-    """The peak resident set size since the last reset (Linux VmHWM), else since the start (ru_maxrss)."""
+def proc_status_bytes(field: str) -> Optional[int]:
+    """A size ``field`` of /proc/self/status (Linux, in kB) in bytes, or None where the file or the field is missing."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * KILOBYTE
     except OSError:
         pass
+    return None
+
+
+def peak_rss_bytes() -> int:
+    """The peak resident set size since the last reset (Linux VmHWM), else since the start (ru_maxrss)."""
+    peak = proc_status_bytes("VmHWM")
+    if peak is not None:
+        return peak
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KILOBYTE  # Linux reports KiB
 
 
 def current_rss_bytes() -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * KILOBYTE
-    except OSError:
-        pass
-    return peak_rss_bytes()
+    """The current resident set size (Linux VmRSS), else the peak so far."""
+    current = proc_status_bytes("VmRSS")
+    return current if current is not None else peak_rss_bytes()
 
 
 def baseline_rss_bytes() -> int:
