@@ -23,7 +23,8 @@ Needs torch, torchvision, pytorch-metric-learning and its dependencies (numpy, s
 From the step times it projects the wall time of the paper's CUB run (5,864 training images, 100 epochs) next to
 the paper's 470 minutes (CA-TRIDE) and 550 minutes (HM). Every measurement runs in its own try/except: a failure
 prints ``failed: <reason>`` and the rest still runs; the time budget is respected by measuring fewer repeats.
-Without CUDA the script refuses (exit code 2) unless ``--device cpu --tiny``.
+Without CUDA the script refuses (exit code 2) unless ``--device cpu --tiny``. The budgeted sections are
+``budgeted_sections.py``'s, the table and projection ``gpu_step_report.py``'s, the step and bound ``bench_common.py``'s.
 """
 
 from __future__ import annotations
