@@ -211,12 +211,47 @@ def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_func:
 
 
 @dataclass
+class DefenseStep:
+    """A defense's training step (:func:`training_step`, its PGD calls recorded) and its lower bounds
+    (:func:`lower_bound_step`) on the same model, optimizer and batch: the three callables :func:`time_pairs` times."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loss: nn.Module
+    images: torch.Tensor
+    labels: torch.Tensor
+    triplets: Triplets
+    autocast: Callable[[], ContextManager] = contextlib.nullcontext
+    inputs: Optional[torch.Tensor] = None
+    recorder: AttackRecorder = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.recorder = AttackRecorder(self.loss)
+
+    def step(self) -> List[AttackRecord]:
+        """One training step; the records of its PGD calls."""
+        training_step(self.model, self.optimizer, self.loss, self.images, self.labels, self.triplets, self.autocast,
+                      self.inputs)
+        return self.recorder.take()
+
+    def bound(self, records: Sequence[AttackRecord], required_forwards: bool = False) -> None:
+        lower_bound_step(self.model, self.optimizer, self.images, records, self.loss.margin, self.triplets,
+                         self.autocast, required_forwards=required_forwards)
+
+    def required(self, records: Sequence[AttackRecord]) -> None:
+        """The bound plus the forwards the method's definition requires."""
+        self.bound(records, required_forwards=True)
+
+
+@dataclass
 class PairedTimes:
-    """Times of a measured step and of its bound, taken one right after the other."""
+    """Times of a measured step and of its bound, taken one right after the other; ``result``: what the last timed
+    step returned."""
 
     step: List[float] = field(default_factory=list)
     bound: List[float] = field(default_factory=list)
     required: List[float] = field(default_factory=list)
+    result: Any = None
 
     @property
     def ratio_of_minima(self) -> float:
@@ -231,6 +266,19 @@ class PairedTimes:
     def ratio_to_required(self) -> Optional[float]:
         """Step over the bound with the method's required forwards (``lower_bound_step(required_forwards=True)``)."""
         return min(self.step) / min(self.required) if self.required else None
+
+
+def time_pairs(step: Callable[[], Any], bound: Callable[[Any], None], device: torch.device, repeats: int,
+               required: Optional[Callable[[Any], None]] = None) -> PairedTimes:
+    """``repeats`` times: ``step()`` timed, then right after it ``bound(result)`` on what it returned (and
+    ``required(result)`` when given)."""
+    times = PairedTimes()
+    for _ in range(repeats):
+        times.step.append(timed(lambda: setattr(times, "result", step()), device))
+        times.bound.append(timed(lambda: bound(times.result), device))
+        if required is not None:
+            times.required.append(timed(lambda: required(times.result), device))
+    return times
 
 
 class Budget:

@@ -6,7 +6,7 @@ Sections (``--sections``, all by default):
   each attack, its steps x input-gradient passes on the attacked images, plus embedding the pool once. Goal <= 1.15.
 * ``benign``: R@1/R@2/mAP (:func:`retrieval_metrics`, rank counting) on an N x D pool divided by computing the full
   N x N distance matrix in the same chunks (``torch.cdist``, as the metrics do; a matmul-only distance is printed
-  too). Goal <= 2. ``--sort-reference`` also times the former implementation (every row sorted).
+  too). Goal <= 2. ``--sort-reference`` also times ranking by sorting every row (the former way).
 * ``linearity``: pool sizes 10k, 30k, 60k with a trivial model (one linear layer on 3x4x4 images), each in a fresh
   process: the attack suite on two batches (time per batch, linear in N) and eight query blocks of the benign
   metrics (time per query, linear in N), with the peak resident memory each adds (bounded by batch x pool).
@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +36,7 @@ from bench_common import PairedTimes, input_gradient_passes, timed, write_json
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from pml_tride.chunks import chunk_slices
 from pml_tride.evaluation import RobustnessEvaluator, retrieval_metrics
 from pml_tride.evaluation.benign import ClassMembers, nmi, retrieval_block
 from pml_tride.models import small_cnn_embedder
@@ -105,21 +106,32 @@ def chunked_distances(embeddings: torch.Tensor, batch_size: int, matmul: bool = 
             torch.cdist(block, embeddings)
 
 
+def sorted_positions(distances: torch.Tensor, relevant_columns: torch.Tensor, valid: torch.Tensor,
+                     excluded: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """What :func:`relevant_positions` returns, found the former way: every row sorted (stable, ties by index), the
+    place of each of its relevant items read off the order. ``distances`` is overwritten (excluded entries: +inf)."""
+    batch, total = distances.shape
+    distances[torch.arange(batch), excluded] = float("inf")
+    valid = valid & (relevant_columns != excluded[:, None])
+    order = distances.argsort(dim=1, stable=True)
+    place = torch.empty_like(order).scatter_(1, order, torch.arange(1, total + 1).expand(batch, total))
+    positions = place.gather(1, relevant_columns).masked_fill_(~valid, total + 1).sort(dim=1).values
+    return positions, valid.sum(dim=1)
+
+
 def sort_based_retrieval_metrics(embeddings: torch.Tensor, labels: torch.Tensor, batch_size: int) -> float:
-    """The former mAP: every row of each distance block sorted (the "before" of the rank counting); returns mAP."""
+    """The former mAP (the "before" of the rank counting): the query blocks of :func:`retrieval_metrics` with the
+    places of the relevant items found by :func:`sorted_positions` instead of :func:`relevant_positions`; mAP."""
     embeddings = F.normalize(embeddings.float(), dim=1)
-    total = len(labels)
+    members = ClassMembers(labels)
     average_precision_sum, scored = 0.0, 0
-    for start in range(0, total, batch_size):
-        rows = torch.arange(start, min(start + batch_size, total))
-        distances = torch.cdist(embeddings[rows], embeddings)
-        distances[torch.arange(len(rows)), rows] = float("inf")
-        order = distances.argsort(dim=1, stable=True)[:, : total - 1]
-        relevant = (labels[order] == labels[rows][:, None]).double()
-        count = relevant.sum(dim=1)
-        precision = relevant.cumsum(dim=1) / torch.arange(1, total, dtype=torch.float64)
-        has = count > 0
-        average_precision_sum += ((precision * relevant).sum(dim=1)[has] / count[has]).sum().item()
+    for part in chunk_slices(len(labels), batch_size):
+        rows = torch.arange(part.start, part.stop)
+        positions, counts = sorted_positions(torch.cdist(embeddings[rows], embeddings), *members.relevant(rows), rows)
+        places = torch.arange(1, positions.shape[1] + 1, dtype=torch.float64)
+        precision = (places / positions.double()).masked_fill(places[None, :] > counts[:, None], 0.0)
+        has = counts > 0
+        average_precision_sum += (precision.sum(dim=1)[has] / counts[has]).sum().item()
         scored += int(has.sum())
     return 100 * average_precision_sum / max(scored, 1)
 
@@ -226,25 +238,29 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def peak_rss_bytes() -> int:
-    """The peak resident set size since the last reset (Linux VmHWM), else since the start (ru_maxrss)."""
+def proc_status_bytes(field: str) -> Optional[int]:
+    """A size ``field`` of /proc/self/status (Linux, in kB) in bytes, or None where the file or the field is missing."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * KILOBYTE
     except OSError:
         pass
+    return None
+
+
+def peak_rss_bytes() -> int:
+    """The peak resident set size since the last reset (Linux VmHWM), else since the start (ru_maxrss)."""
+    peak = proc_status_bytes("VmHWM")
+    if peak is not None:
+        return peak
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KILOBYTE  # Linux reports KiB
 
 
 def current_rss_bytes() -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * KILOBYTE
-    except OSError:
-        pass
-    return peak_rss_bytes()
+    """The current resident set size (Linux VmRSS), else the peak so far."""
+    current = proc_status_bytes("VmRSS")
+    return current if current is not None else peak_rss_bytes()
 
 
 def baseline_rss_bytes() -> int:

@@ -23,7 +23,8 @@ Needs torch, torchvision, pytorch-metric-learning and its dependencies (numpy, s
 From the step times it projects the wall time of the paper's CUB run (5,864 training images, 100 epochs) next to
 the paper's 470 minutes (CA-TRIDE) and 550 minutes (HM). Every measurement runs in its own try/except: a failure
 prints ``failed: <reason>`` and the rest still runs; the time budget is respected by measuring fewer repeats.
-Without CUDA the script refuses (exit code 2) unless ``--device cpu --tiny``.
+Without CUDA the script refuses (exit code 2) unless ``--device cpu --tiny``. The budgeted sections are
+``budgeted_sections.py``'s, the table and projection ``gpu_step_report.py``'s, the step and bound ``bench_common.py``'s.
 """
 
 from __future__ import annotations
@@ -33,31 +34,24 @@ import contextlib
 import copy
 import platform
 import sys
-import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from bench_common import (
-    AttackRecorder,
-    Budget,
+    DefenseStep,
     PairedTimes,
     describe_records,
     device_name,
     input_gradient_passes,
-    lower_bound_step,
-    markdown_table,
     pair_batch,
     timed,
-    training_step,
-    write_json,
 )
+from budgeted_sections import BudgetedSections
+from gpu_step_report import PAPER_EPOCHS, PAPER_MINUTES, kept_options, print_report, projection
 
-CUB_TRAIN_IMAGES = 5864
 CUB_TEST_IMAGES = 5924
 CUB_TEST_CLASSES = 100
-PAPER_EPOCHS = 100
-PAPER_MINUTES = {"CA-TRIDE": 470, "HM": 550}
 EVAL_STEPS, EVAL_ALPHA = 32, 3 / 255
 TRIDE_STEPS, HM_STEPS = 16, 32
 REFUSAL_EXIT_CODE = 2
@@ -67,8 +61,6 @@ SECTION_WEIGHTS = {"pass": 1, "cap": 2, "anp": 2, "ca-tride": 2, "hm": 4, "hm-un
 MAX_REPEATS = 5
 # Repeats of each attack of the suite (after one warm-up): GPU timings are steady, the suite has nine attacks.
 EVAL_MAX_REPEATS = 2
-# An option is kept only if it takes less than this fraction of the plain time (3% faster, above timing noise).
-PAYS_BELOW = 0.97
 # Graphs torch.compile builds for a CAP step: attack (eval, input grad), clean anchors (eval, no grad), training.
 COMPILED_STEP_GRAPHS = 3
 # Budget needed to start compiling (inductor compiles ResNet-18's forward and backward in about a minute).
@@ -115,17 +107,13 @@ def refusal(args: argparse.Namespace) -> Optional[str]:
     return None
 
 
-class GpuStepBenchmark:
+class GpuStepBenchmark(BudgetedSections):
     """Runs the sections in order within the budget and collects the table rows."""
 
     def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(SECTION_WEIGHTS, args.budget_seconds, torch.device(args.device), args.max_repeats, args.out)
         self.args = args
-        self.started = time.perf_counter()
         self.compile_seconds: Optional[float] = None
-        self.device = torch.device(args.device)
-        self.budget = Budget(args.budget_seconds)
-        self.rows: List[Dict[str, Any]] = []
-        self.remaining_weight = 0.0
         generator = torch.Generator().manual_seed(args.seed)
         images, labels, triplets = pair_batch(args.pairs, args.image_size, generator)
         self.images = images.to(self.device)
@@ -141,66 +129,6 @@ class GpuStepBenchmark:
         if self.args.tiny:
             return small_cnn_embedder(in_channels=3, embedding_dim=self.args.embedding_dim, width=4)
         return resnet18_embedder(embedding_dim=self.args.embedding_dim, weights=None)
-
-    # ----------------------------------------------------------------- plumbing
-    def share(self, name: str) -> float:
-        weight = SECTION_WEIGHTS[name]
-        share = weight / max(self.remaining_weight, weight)
-        self.remaining_weight -= weight
-        return share
-
-    def add_row(self, name: str, **values: Any) -> Dict[str, Any]:
-        row = {"measurement": name, **values}
-        self.rows.append(row)
-        return row
-
-    def section(self, name: str, label: str, function: Callable[[float], None]) -> None:
-        share = self.share(name)
-        if self.budget.left() <= 0:
-            self.add_row(label, note="skipped: budget spent")
-        else:
-            try:
-                function(share)
-            except Exception as error:  # one failure must not stop the other measurements
-                reason = (str(error).splitlines() or [""])[0][:200]
-                self.add_row(label, note=f"failed: {type(error).__name__}: {reason}")
-            finally:
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-        self.progress(label)
-
-    def progress(self, label: str) -> None:
-        """A line on stderr per section, and the JSON so far (a run killed at its time limit keeps its rows)."""
-        row = self.rows[-1] if self.rows else {}
-        print(f"[{self.elapsed():6.1f} s] {label}: {row.get('note') or 'done'}", file=sys.stderr, flush=True)
-        if self.args.out:
-            self.write_json(self.result())
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.started
-
-    def write_json(self, result: Dict[str, Any]) -> None:
-        write_json(self.args.out, result, self.device)
-
-    def paired(self, step: Callable[[], Any], bound: Callable[[Any], None], share: float,
-               max_repeats: Optional[int] = None, required: Optional[Callable[[Any], None]] = None) -> PairedTimes:
-        """Warm-up once, then as many (step, bound) pairs as the share of the budget allows; with ``required``, a
-        third timing per repeat (the bound plus the forwards the method requires)."""
-        times = PairedTimes()
-        started = time.perf_counter()
-        context = {}
-        timed(lambda: context.update(result=step()), self.device)
-        timed(lambda: bound(context["result"]), self.device)
-        if required is not None:
-            timed(lambda: required(context["result"]), self.device)
-        repeats = self.budget.repeats(time.perf_counter() - started, share,
-                                      min(self.args.max_repeats, max_repeats or self.args.max_repeats))
-        for _ in range(repeats):
-            times.step.append(timed(lambda: context.update(result=step()), self.device))
-            times.bound.append(timed(lambda: bound(context["result"]), self.device))
-            if required is not None:
-                times.required.append(timed(lambda: required(context["result"]), self.device))
-        return times
 
     def fresh(self, memory_format: Optional[torch.memory_format] = None):
         model = copy.deepcopy(self.model)
@@ -238,7 +166,7 @@ class GpuStepBenchmark:
 
     # ----------------------------------------------------------------- sections
     def run(self) -> None:
-        self.remaining_weight = float(sum(SECTION_WEIGHTS[name] for name in self.planned_sections()))
+        self.plan(self.planned_sections())
         self.section("pass", "input-gradient pass (batch)", self.measure_pass)
         self.section("cap", "CA-TRIDE CAP, all 16 steps", lambda share: self.measure_defense(
             "CA-TRIDE CAP, all 16 steps", self.tride_loss("cap", "none"), share))
@@ -290,31 +218,15 @@ class GpuStepBenchmark:
         model, optimizer, images = self.fresh(memory_format)
         loss = build_loss(attack_model(model) if attack_model else model)
         loss.progressive_alpha = False
-        recorder = AttackRecorder(loss)
-
-        def step():
-            optimizer.zero_grad(set_to_none=True)
-            with autocast():
-                embeddings = model(images)
-                value = loss(embeddings, self.labels, self.triplets, inputs=images)
-            value.backward()
-            optimizer.step()
-            return recorder.take()
-
-        def bound(records, required_forwards=False):
-            lower_bound_step(model, optimizer, images, records, loss.margin, self.triplets, autocast,
-                             required_forwards=required_forwards)
-
-        records_seen: List[Any] = []
-        times = self.paired(lambda: records_seen.append(step()) or records_seen[-1], bound, share,
-                            required=lambda records: bound(records, required_forwards=True))
+        defense = DefenseStep(model, optimizer, loss, images, self.labels, self.triplets, autocast, inputs=images)
+        times = self.paired(defense.step, defense.bound, share, required=defense.required)
         plain = next((row for row in self.rows if row["measurement"] == "CA-TRIDE CAP, all 16 steps"
                       and "step_ms" in row), None)
-        row = self.add_row(label, work=describe_records(records_seen[-1]), repeats=len(times.step),
+        row = self.add_row(label, work=describe_records(times.result), repeats=len(times.step),
                            step_ms=1e3 * min(times.step), bound_ms=1e3 * min(times.bound),
                            ratio=times.ratio_of_minima, median_ratio=times.median_ratio,
                            required_ms=1e3 * min(times.required), ratio_to_required=times.ratio_to_required)
-        row["image_passes"] = sum(record.images * record.steps for record in records_seen[-1])
+        row["image_passes"] = sum(record.images * record.steps for record in times.result)
         if plain is not None and plain is not row and "CAP step" in label:
             row["vs_plain"] = row["step_ms"] / plain["step_ms"]
 
@@ -324,26 +236,19 @@ class GpuStepBenchmark:
 
         model, optimizer, images = self.fresh()
         loss = TrideLoss(model, steps=TRIDE_STEPS, progressive_alpha=False)
-        recorder = AttackRecorder(loss)
-
-        def two_steps():
-            for _ in range(2):
-                training_step(model, optimizer, loss, images, self.labels, self.triplets, inputs=images)
-            return recorder.take()
+        defense = DefenseStep(model, optimizer, loss, images, self.labels, self.triplets, inputs=images)
 
         def bound(records, required_forwards=False):
             for record in records:
-                lower_bound_step(model, optimizer, images, [record], loss.margin, self.triplets,
-                                 required_forwards=required_forwards)
+                defense.bound([record], required_forwards)
 
-        records_seen: List[Any] = []
-        times = self.paired(lambda: records_seen.append(two_steps()) or records_seen[-1], bound, share,
+        times = self.paired(lambda: defense.step() + defense.step(), bound, share,
                             required=lambda records: bound(records, required_forwards=True))
-        self.add_row("CA-TRIDE (early stop), CAP+ANP", work=describe_records(records_seen[-1]),
+        self.add_row("CA-TRIDE (early stop), CAP+ANP", work=describe_records(times.result),
                      repeats=len(times.step), step_ms=1e3 * min(times.step) / 2, bound_ms=1e3 * min(times.bound) / 2,
                      ratio=times.ratio_of_minima, median_ratio=times.median_ratio,
                      required_ms=1e3 * min(times.required) / 2, ratio_to_required=times.ratio_to_required,
-                     image_passes=sum(record.images * record.steps for record in records_seen[-1]) / 2,
+                     image_passes=sum(record.images * record.steps for record in times.result) / 2,
                      note="per step; random weights: the early stop point is not a trained model's")
 
     def measure_pass(self, share: float) -> None:
@@ -438,70 +343,18 @@ class GpuStepBenchmark:
                           f"{self.args.pool_size}; projected CUB test set ({CUB_TEST_IMAGES}): "
                           f"{CUB_TEST_IMAGES / (len(images) / suite) / 60:.1f} min")
 
-    # ----------------------------------------------------------------- projection and output
-    def projection(self) -> Dict[str, Any]:
-        batches = CUB_TRAIN_IMAGES / (2 * self.args.pairs)
-        steps = {row["measurement"]: row.get("step_ms") for row in self.rows}
-        projected: Dict[str, Any] = {"batches_per_epoch": batches, "epochs": PAPER_EPOCHS}
-        cap, anp = steps.get("CA-TRIDE CAP, all 16 steps"), steps.get("CA-TRIDE ANP, all 16 steps")
-        if cap is not None and anp is not None:
-            projected["CA-TRIDE, all 16 steps"] = (cap + anp) / 2 * 1e-3 * batches * PAPER_EPOCHS / 60
-        early = steps.get("CA-TRIDE (early stop), CAP+ANP")
-        if early is not None:
-            projected["CA-TRIDE, early stop (random weights)"] = early * 1e-3 * batches * PAPER_EPOCHS / 60
-        hm = steps.get("HM, all 32 steps, per-triplet A/P/N copies (robrank)")
-        if hm is not None:
-            projected["HM (robrank, per-triplet)"] = hm * 1e-3 * batches * PAPER_EPOCHS / 60
-        return projected
-
+    # ----------------------------------------------------------------- output
     def result(self) -> Dict[str, Any]:
         return {"device": device_name(self.device), "torch": torch.__version__, "cuda": torch.version.cuda,
                 "python": platform.python_version(), "config": vars(self.args), "rows": self.rows,
-                "projection_minutes": self.projection(), "paper_minutes": PAPER_MINUTES,
-                "options": self.kept_options(), "wall_seconds": self.elapsed()}
+                "projection_minutes": projection(self.rows, self.args.pairs), "paper_minutes": PAPER_MINUTES,
+                "options": kept_options(self.rows), "wall_seconds": self.elapsed()}
 
     def report(self) -> Dict[str, Any]:
-        columns = ("measurement", "work", "repeats", "step_ms", "bound_ms", "ratio", "median_ratio", "required_ms",
-                   "ratio_to_required", "vs_plain", "note")
-        headers = ("measurement", "images x steps", "repeats", "time (ms, min)", "bound (ms, min)",
-                   "ratio (of minima)", "median ratio", "bound + required forwards (ms, min)",
-                   "ratio to bound + required", "vs plain", "note")
-        ratios = ("ratio", "median_ratio", "ratio_to_required", "vs_plain")
-
-        def cell(row, column):
-            value = row.get(column, "")
-            return f"{value:.3f}" if isinstance(value, float) and column in ratios \
-                else f"{value:.1f}" if isinstance(value, float) else value
-
-        print(f"# gpu_step.py on {device_name(self.device)} (torch {torch.__version__}, CUDA {torch.version.cuda}, "
-              f"{'tiny dry run' if self.args.tiny else 'ResNet-18'}: batch {2 * self.args.pairs}, "
-              f"{self.args.image_size}x{self.args.image_size}, {self.args.embedding_dim}-d)\n")
-        print(markdown_table(headers, [[cell(row, column) for column in columns] for row in self.rows]))
-        projection = self.projection()
-        print(f"\nProjected wall time of the paper's CUB run ({CUB_TRAIN_IMAGES} images, batch {2 * self.args.pairs}, "
-              f"{PAPER_EPOCHS} epochs; training steps only, no data loading or evaluation):")
-        for name, minutes in projection.items():
-            if name in ("batches_per_epoch", "epochs"):
-                continue
-            paper = PAPER_MINUTES["HM" if name.startswith("HM") else "CA-TRIDE"]
-            print(f"- {name}: {minutes:.1f} min (paper: {paper} min on its GPU)")
-        kept = self.kept_options()
-        print("\nOptions against the plain CAP step (kept only if they pay): "
-              + ("; ".join(f"{name}: {verdict}" for name, verdict in kept.items()) or "none measured"))
-        print(f"\nwall time {self.elapsed():.1f} s of a {self.args.budget_seconds:.0f} s budget")
+        print_report(self.rows, self.args, self.device, self.elapsed())
         result = self.result()
-        if self.args.out:
-            self.write_json(result)
+        self.save(result)
         return result
-
-    def kept_options(self) -> Dict[str, str]:
-        verdicts = {}
-        for row in self.rows:
-            if "vs_plain" in row:
-                pays = row["vs_plain"] < PAYS_BELOW
-                verdicts[row["measurement"]] = f"{row['vs_plain']:.3f}x the plain time: " + ("pays" if pays else
-                                                                                              "does not pay")
-        return verdicts
 
 
 def missing_dependency() -> Optional[str]:

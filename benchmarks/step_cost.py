@@ -31,21 +31,10 @@ import argparse
 import inspect
 import statistics
 import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import torch
-from bench_common import (
-    AttackRecord,
-    AttackRecorder,
-    PairedTimes,
-    describe_records,
-    lower_bound_step,
-    markdown_table,
-    pair_batch,
-    timed,
-    training_step,
-    write_json,
-)
+from bench_common import AttackRecord, DefenseStep, describe_records, markdown_table, pair_batch, time_pairs, write_json
 from torch import nn
 
 import pml_tride
@@ -105,21 +94,11 @@ def measure(name: str, args, images, labels, triplets) -> Optional[Dict[str, Any
         return None
     loss_func.progressive_alpha = False
     loss_func.set_epoch(SCHEDULE_EPOCH, SCHEDULE_EPOCHS)
-    recorder = AttackRecorder(loss_func)
-    times = PairedTimes()
+    defense = DefenseStep(model, optimizer, loss_func, images, labels, triplets)
     device = torch.device("cpu")
-    records: List[Any] = []
-    for repeat in range(args.warmup + args.repeats):
-        step = timed(lambda: training_step(model, optimizer, loss_func, images, labels, triplets), device)
-        records = recorder.take()
-        bound = timed(lambda records=records: lower_bound_step(model, optimizer, images, records, loss_func.margin,
-                                                               triplets), device)
-        required = timed(lambda records=records: lower_bound_step(
-            model, optimizer, images, records, loss_func.margin, triplets, required_forwards=True), device)
-        if repeat >= args.warmup:
-            times.step.append(step)
-            times.bound.append(bound)
-            times.required.append(required)
+    time_pairs(defense.step, defense.bound, device, args.warmup, defense.required)  # warm-up, discarded
+    times = time_pairs(defense.step, defense.bound, device, args.repeats, defense.required)
+    records = times.result
     print(f"{LABELS[name]}: PGD {describe_records(records)} (images x steps, last step) of {len(images)} images: "
           f"step {statistics.median(times.step) * 1e3:.1f} ms, lower bound {statistics.median(times.bound) * 1e3:.1f} "
           f"ms (medians); ratio {times.ratio_of_minima:.3f} (ratio of minima), {times.median_ratio:.3f} (median of "

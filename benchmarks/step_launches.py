@@ -9,11 +9,12 @@ optimizer alike), and the counts do not depend on the machine, its load or its s
 * **kernels**: every dispatched op that is not a pure view or metadata op (``NON_KERNEL_OPS``). An op may launch
   several CUDA kernels (a convolution's backward, cuDNN's helpers) or none (a copy between equal tensors), and
   device-specific decompositions differ from the CPU's;
-* **host syncs**: the ops that make the host wait for the device (``HOST_SYNC_OPS``: ``.item()``, ``bool(tensor)``,
-  ``torch.equal``, ``nonzero``, ``unique``, ``masked_select``, ``repeat_interleave`` without ``output_size``, and
-  indexing with a boolean mask, whose kernel runs ``nonzero`` unseen), and ``Tensor.tolist()`` and
-  ``Tensor.numpy()`` (counted by wrapping the methods: on a CPU tensor they dispatch nothing). Not seen:
-  ``.cpu()`` and ``.to("cpu")`` (nothing to copy on the CPU) and syncs hidden inside other kernels.
+* **host syncs**: as ``pml_tride.host_sync_counter.HostSyncCounter`` counts them: the ops that make the host wait
+  for the device (``.item()``, ``bool(tensor)``, ``torch.equal``, ``nonzero``, ``unique``, ``masked_select``,
+  ``repeat_interleave`` without ``output_size``, and indexing with a boolean mask, whose kernel runs ``nonzero``
+  unseen), and ``Tensor.tolist()`` and ``Tensor.numpy()`` (counted by wrapping the methods: on a CPU tensor they
+  dispatch nothing). Not seen: ``.cpu()`` and ``.to("cpu")`` (nothing to copy on the CPU) and syncs hidden inside
+  other kernels.
 
 For each defense (the table of ``step_cost.py``: CAP and ANP with all steps, CA-TRIDE with its early stop,
 COLO-TRIDE, EST, ACT, HM with unique images and with robrank's per-triplet copies), on the small CNN and an SPC-2
@@ -56,7 +57,8 @@ from bench_common import (
 )
 from step_cost import DEFENSES, LABELS, SCHEDULE_EPOCH, SCHEDULE_EPOCHS, small_cnn
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
+
+from pml_tride.host_sync_counter import HostSyncCounter, op_name
 
 NON_KERNEL_OPS = frozenset({
     # views: new metadata over the same storage
@@ -71,18 +73,6 @@ NON_KERNEL_OPS = frozenset({
 })
 # profiler record_function markers (optimizer.step is wrapped in one): host-side bookkeeping
 NON_KERNEL_NAMESPACES = frozenset({"profiler"})
-HOST_SYNC_OPS = frozenset({
-    # a device value read on the host: .item(), bool(tensor), float(tensor), int(tensor)
-    "aten._local_scalar_dense", "aten.is_nonzero", "aten.equal",
-    # output sizes that depend on the values: the host waits to learn them
-    "aten.nonzero", "aten._unique2", "aten.unique_dim", "aten.unique_consecutive", "aten.masked_select",
-})
-# sync unless told the output size (the Tensor overload; the int one reaches the mode as a plain expand)
-OUTPUT_SIZE_SYNC_OPS = frozenset({"aten.repeat_interleave"})
-# advanced indexing: a boolean (or uint8) mask index makes the kernel run nonzero, which the mode does not see
-MASK_INDEX_OPS = frozenset({"aten.index", "aten.index_put", "aten.index_put_", "aten._index_put_impl_"})
-MASK_DTYPES = (torch.bool, torch.uint8)
-
 BOUND_STEPS = (1, 2)  # the per-step increment: steps 2 minus steps 1
 LEARNING_RATE = 1e-3
 DEFAULT_PAIRS, DEFAULT_IMAGE_SIZE = 56, 16
@@ -123,80 +113,33 @@ def _difference(first: Dict[str, int], second: Dict[str, int], times: int) -> Di
     return {name: value for name, value in values.items() if value}
 
 
-def op_name(func: Any) -> str:
-    """The op's overload packet, ``namespace.name`` (``aten.view`` for ``aten.view.default``)."""
-    return str(func.overloadpacket)
-
-
 def is_kernel(func: Any) -> bool:
     """Whether an op is counted as a kernel launch: anything but a view, an allocation or profiler bookkeeping."""
     return func.namespace not in NON_KERNEL_NAMESPACES and op_name(func) not in NON_KERNEL_OPS
 
 
-def is_host_sync(func: Any, args: Sequence[Any], kwargs: Dict[str, Any]) -> bool:
-    """Whether an op makes the host wait for the device (see ``HOST_SYNC_OPS`` and the two argument-dependent
-    cases)."""
-    name = op_name(func)
-    if name in HOST_SYNC_OPS:
-        return True
-    if name in OUTPUT_SIZE_SYNC_OPS:
-        return kwargs.get("output_size") is None
-    if name in MASK_INDEX_OPS:
-        indices = args[1] if len(args) > 1 else kwargs.get("indices", ())
-        return any(isinstance(index, torch.Tensor) and index.dtype in MASK_DTYPES for index in indices or ())
-    return False
-
-
-# tensor methods that copy to the host without dispatching an aten op on a CPU tensor
-HOST_SYNC_METHODS = ("tolist", "numpy")
-
-
-class OpCounter(TorchDispatchMode):
-    """Counts the aten ops dispatched inside it (autograd's backward ops included) as kernels and host syncs, and
-    the calls of ``HOST_SYNC_METHODS`` as host syncs."""
+class OpCounter(HostSyncCounter):
+    """Counts the aten ops dispatched inside it (autograd's backward ops included) as kernels, and the host syncs
+    as :class:`~pml_tride.host_sync_counter.HostSyncCounter` does."""
 
     def __init__(self) -> None:
         super().__init__()
         self.kernels: Counter = Counter()
-        self.syncs: Counter = Counter()
-        self._methods: Dict[str, Any] = {}
 
-    def __enter__(self) -> "OpCounter":
-        for name in HOST_SYNC_METHODS:
-            self._methods[name] = getattr(torch.Tensor, name)
-            setattr(torch.Tensor, name, self._counted_method(name, self._methods[name]))
-        return super().__enter__()
-
-    def __exit__(self, *exc_info: Any) -> None:
-        for name, method in self._methods.items():
-            setattr(torch.Tensor, name, method)
-        self._methods.clear()
-        super().__exit__(*exc_info)
-
-    def _counted_method(self, name: str, method: Any) -> Callable[..., Any]:
-        def counted(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-            self.syncs[f"Tensor.{name}"] += 1
-            return method(tensor, *args, **kwargs)
-
-        return counted
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
+    def observe(self, func: Any, args: Sequence[Any], kwargs: Dict[str, Any]) -> None:
         if is_kernel(func):
             self.kernels[str(func)] += 1
-        if is_host_sync(func, args, kwargs):
-            self.syncs[str(func)] += 1
-        return func(*args, **kwargs)
+        super().observe(func, args, kwargs)
 
-    def counts(self) -> OpCounts:
-        return OpCounts(dict(self.kernels), dict(self.syncs))
+    def op_counts(self) -> OpCounts:
+        return OpCounts(dict(self.kernels), dict(self.counts))
 
 
 def count_ops(function: Callable[[], object]) -> OpCounts:
     """The kernels and host syncs ``function()`` dispatches."""
     with OpCounter() as counter:
         function()
-    return counter.counts()
+    return counter.op_counts()
 
 
 State = Tuple[Dict[str, Any], Dict[str, Any]]

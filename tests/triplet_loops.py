@@ -90,3 +90,36 @@ def loop_pgd(variables, objective, eps, alpha, steps, stop=None, low=0.0, high=1
             ]
         taken += 1
     return current, taken
+
+
+# A margin every hinge of the hand-made batch exceeds (distances of unit embeddings are at most 2).
+ACTIVE_MARGIN = 2.0
+
+
+def hand_loss(loss_class, **kwargs):
+    """``loss_class`` on an :class:`Identity` model called on the hand-made batch (its hook captures the images):
+    the loss and its value."""
+    model = Identity()
+    loss = loss_class(model, **kwargs)
+    return loss, loss(model(HAND_IMAGES), HAND_LABELS, hand_indices())
+
+
+def hand_leaf_call(loss_class, **kwargs):
+    """``loss_class`` (every hinge active: margin :data:`ACTIVE_MARGIN`) called on a leaf copy of the hand-made
+    embeddings, the images passed as ``inputs``: the leaf and the value, to see where gradients reach."""
+    loss = loss_class(Identity(), margin=ACTIVE_MARGIN, **kwargs)
+    embeddings = HAND_IMAGES.clone().requires_grad_(True)
+    return embeddings, loss(embeddings, HAND_LABELS, hand_indices(), inputs=HAND_IMAGES)
+
+
+def hand_forward_sizes(loss_class, **kwargs):
+    """The batch size of every forward ``loss_class`` on an :class:`Identity` model makes in one call on the
+    hand-made batch (the caller's own forward of the batch not counted)."""
+    model = Identity()
+    seen = []
+    model.register_forward_hook(lambda module, args, output: seen.append(len(args[0])))
+    loss = loss_class(model, **kwargs)
+    embeddings = model(HAND_IMAGES)
+    seen.clear()
+    loss(embeddings, HAND_LABELS, hand_indices())
+    return seen

@@ -3,7 +3,7 @@ import pytest
 from pml_tride import ACTLoss
 
 import triplet_loops as loops
-from triplet_loops import HAND_IMAGES, HAND_LABELS, HAND_TRIPLETS, Identity, hand_indices
+from triplet_loops import HAND_IMAGES, HAND_TRIPLETS, Identity
 
 EPS, ALPHA, STEPS, MARGIN = 0.05, 0.02, 4, 0.2
 
@@ -34,9 +34,7 @@ def test_collapse_loss_matches_loops():
 
 @pytest.mark.parametrize("perturb", ["unique", "per_triplet"])
 def test_full_loss_matches_a_loop_rederivation_of_attack_and_training(perturb):
-    model = Identity()
-    loss = ACTLoss(model, eps=EPS, alpha=ALPHA, steps=STEPS, perturb=perturb, collect_stats=True)
-    value = loss(model(HAND_IMAGES), HAND_LABELS, hand_indices())
+    loss, value = loops.hand_loss(ACTLoss, eps=EPS, alpha=ALPHA, steps=STEPS, perturb=perturb, collect_stats=True)
     expected, adversarial, clean_objective, adversarial_objective = loop_act(HAND_IMAGES.tolist(), HAND_TRIPLETS,
                                                                              perturb)
     assert value.item() == pytest.approx(expected, abs=1e-9)
@@ -50,23 +48,15 @@ def test_full_loss_matches_a_loop_rederivation_of_attack_and_training(perturb):
 
 def test_trains_on_clean_anchor_and_adversarial_candidates():
     """Only the caller's anchor rows get a gradient: P' and N' come from the adversarial forward."""
-    model = Identity()
-    loss = ACTLoss(model, margin=2.0, eps=EPS, alpha=ALPHA, steps=2)  # margin 2: every hinge active
-    embeddings = HAND_IMAGES.clone().requires_grad_(True)
-    loss(embeddings, HAND_LABELS, hand_indices(), inputs=HAND_IMAGES).backward()
+    embeddings, value = loops.hand_leaf_call(ACTLoss, eps=EPS, alpha=ALPHA, steps=2)
+    value.backward()
     anchors = {a for a, _, _ in HAND_TRIPLETS}
     for row in range(len(HAND_IMAGES)):
         assert (embeddings.grad[row].abs().sum() > 0) == (row in anchors)
 
 
 def test_forward_passes_cover_only_the_candidates():
-    model = Identity()
-    seen = []
-    model.register_forward_hook(lambda module, args, output: seen.append(len(args[0])))
-    loss = ACTLoss(model, eps=EPS, alpha=ALPHA, steps=3)
-    embeddings = model(HAND_IMAGES)
-    seen.clear()
-    loss(embeddings, HAND_LABELS, hand_indices())
+    seen = loops.hand_forward_sizes(ACTLoss, eps=EPS, alpha=ALPHA, steps=3)
     candidates = {p for _, p, _ in HAND_TRIPLETS} | {n for _, _, n in HAND_TRIPLETS}
     assert seen == [len(candidates)] * 4  # no clean anchor forward: the ACT objective does not involve A
 

@@ -37,9 +37,7 @@ def test_embedding_shift_loss_matches_loops():
 
 @pytest.mark.parametrize("perturb", ["unique", "per_triplet"])
 def test_full_loss_matches_a_loop_rederivation_of_attack_and_training(perturb):
-    model = Identity()
-    loss = ESTLoss(model, eps=EPS, alpha=ALPHA, steps=STEPS, perturb=perturb, collect_stats=True)
-    value = loss(model(HAND_IMAGES), HAND_LABELS, hand_indices())
+    loss, value = loops.hand_loss(ESTLoss, eps=EPS, alpha=ALPHA, steps=STEPS, perturb=perturb, collect_stats=True)
     expected, adversarial, taken = loop_est(HAND_IMAGES.tolist(), HAND_TRIPLETS, perturb)
     assert value.item() == pytest.approx(expected, abs=1e-9)
     assert loss.pgd_steps == taken == STEPS
@@ -51,21 +49,12 @@ def test_full_loss_matches_a_loop_rederivation_of_attack_and_training(perturb):
 
 def test_all_three_members_come_from_the_adversarial_forward():
     """EST trains on (A', P', N'): no gradient reaches the caller's clean embeddings."""
-    model = Identity()
-    loss = ESTLoss(model, margin=2.0, eps=EPS, alpha=ALPHA, steps=2)  # margin 2: every hinge active
-    embeddings = HAND_IMAGES.clone().requires_grad_(True)
-    value = loss(embeddings, HAND_LABELS, hand_indices(), inputs=HAND_IMAGES)
+    _, value = loops.hand_leaf_call(ESTLoss, eps=EPS, alpha=ALPHA, steps=2)
     assert value.item() > 0 and not value.requires_grad  # Identity has no weights: nothing left in the graph
 
 
 def test_forward_passes_clean_once_then_perturbed_images_per_step():
-    model = Identity()
-    seen = []
-    model.register_forward_hook(lambda module, args, output: seen.append(len(args[0])))
-    loss = ESTLoss(model, eps=EPS, alpha=ALPHA, steps=3)
-    embeddings = model(HAND_IMAGES)
-    seen.clear()
-    loss(embeddings, HAND_LABELS, hand_indices())
+    seen = loops.hand_forward_sizes(ESTLoss, eps=EPS, alpha=ALPHA, steps=3)
     assert seen == [6] + [6] * 3 + [6]
 
 
