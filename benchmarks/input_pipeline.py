@@ -24,8 +24,6 @@ import argparse
 import io
 import json
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import bench_common  # noqa: F401  (puts the repository on sys.path when pml_tride is not installed)
 import numpy as np
 import torch
-from bench_common import REPOSITORY, markdown_table
+from bench_common import REPOSITORY, markdown_table, write_json
 
 from pml_tride.datasets import CUB200, ImageTransform
 from pml_tride.trainers.batch_plan import BatchPlan
@@ -199,14 +197,6 @@ def gpu_consumption(path: str) -> Dict[str, Any]:
     return {"device": result.get("device"), "batch": batch, "steps": consumption}
 
 
-def commit() -> Optional[str]:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPOSITORY, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(1)  # the loader's work is per process; workers run one thread each as well
@@ -246,16 +236,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                            f"{d['speedup']:.2f}", f"{d['mean_abs_difference_255']:.2f}",
                            f"{d['max_abs_difference_255']:.1f}"] for d in drafts]))
     result = {"command": "python benchmarks/input_pipeline.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "commit": commit(), "date": time.strftime("%Y-%m-%d", time.gmtime()), "cpu_cores": os.cpu_count(),
-              "machine": platform.machine(), "python": platform.python_version(), "torch": torch.__version__,
+              "cpu_cores": os.cpu_count(),
               "config": {"images": args.images, "batch_size": args.batch_size, "image_size": args.image_size,
                          "workers": args.workers, "passes": args.passes, "gpu_results": os.path.relpath(
                              args.gpu_results, REPOSITORY)},
               "per_image": costs, "loaders": loaders, "gpu_steps": gpu, "draft": drafts,
               "wall_seconds": time.perf_counter() - wall_started}
     if args.out:
-        with open(args.out, "w") as handle:
-            json.dump(result, handle, indent=1)
+        write_json(args.out, result, torch.device("cpu"))
         print(f"\nwritten: {args.out}")
     return 0
 
