@@ -1,9 +1,9 @@
 """One rank of the AdaptiveLambda process-group test: two updates on this rank's own batches; prints the
-entanglement average and lambda after each as JSON.
+moving average of the gap and lambda after each as JSON.
 
     python adaptive_lambda_worker.py BATCHES_JSON
 
-BATCHES_JSON: per rank, a list of (embeddings, labels) batches.
+BATCHES_JSON: per rank, a list of (d(a_i, p_i), d(a_i, n_i)) batches (empty lists: no triplets).
 """
 
 import json
@@ -18,8 +18,8 @@ if __name__ == "__main__":
     init_from_environment(torch.device("cpu"))
     adaptive = AdaptiveLambda(momentum=0.5)
     rows = []
-    for embeddings, labels in json.loads(sys.argv[1])[get_rank()]:
-        lam = adaptive.update(torch.tensor(embeddings, dtype=torch.float64), torch.tensor(labels))
-        rows.append([adaptive.entanglement, lam])
+    for ap_dists, an_dists in json.loads(sys.argv[1])[get_rank()]:
+        lam = adaptive.update(torch.tensor(ap_dists, dtype=torch.float64), torch.tensor(an_dists, dtype=torch.float64))
+        rows.append([adaptive.gap, lam])
     print("RESULT " + json.dumps(rows))
     torch.distributed.destroy_process_group()
