@@ -208,10 +208,19 @@ def test_a_resumed_training_continues_with_the_same_lambda(tmp_path):
 
 def test_a_process_group_averages_the_ranks_batches(tmp_path):
     batches = [[BATCH_1, BATCH_1], [BATCH_2, ([], [])]]  # rank 1 has no triplets in its second batch
-    outputs = run_group(WORKER, json.dumps(batches))
+    outputs = run_group(WORKER, "updates", json.dumps(batches))
     results = [json.loads(output.split("RESULT ")[1]) for output in outputs]
     assert results[0] == results[1]  # every rank holds the same lambda
     first = (loop_gap(*BATCH_1) + loop_gap(*BATCH_2)) / 2
     second = 0.5 * first + 0.5 * loop_gap(*BATCH_1)
     for (average, lam), expected in zip(results[0], (first, second)):
         assert average == pytest.approx(expected) and lam == pytest.approx(loop_lam(expected, TABLE_5_CONTRAST))
+
+
+def test_a_process_group_trains_with_one_lambda_also_when_a_rank_has_no_triplets():
+    outputs = run_group(WORKER, "training")  # rank 1 has no triplets in the second step: no hang
+    ranks = [json.loads(output.split("RESULT ")[1]) for output in outputs]
+    assert ranks[0] == ranks[1]  # the same lambda and gap on every rank after every step
+    assert [batches for _, _, batches in ranks[0]] == [1, 2, 3]
+    for lam, gap, _ in ranks[0]:
+        assert lam == pytest.approx(lam_for_gap(gap))
