@@ -102,7 +102,7 @@ class TrideLoss(AdversarialTripletLoss):
             collapseness_reducer = CollapsenessReducer(lam=initial_lam, weighting=variant)
         self.collapseness_reducer = collapseness_reducer
         self.adaptive_lambda = adaptive_lambda
-        self.attacked_distances: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+        self._attacked_distances: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
         self.awareness, self.top_rank, self.gamma, self.beta_tr = awareness, top_rank, gamma, beta_tr
         self.variant, self.orientation = variant, orientation
         self.stop_tolerance = REFERENCE_STOP_TOLERANCE if variant == "reference" else 0.0
@@ -119,11 +119,11 @@ class TrideLoss(AdversarialTripletLoss):
             self.collapseness_reducer.lam = self.adaptive_lambda.lam
         if self.collect_stats:
             self.current_lam = self.lam
-        self.attacked_distances = None
+        self._attacked_distances = None
         losses = super().compute_loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
         if self.adaptive_lambda is not None:  # every call (every rank), triplets or not: the update may all-reduce
             no_triplets = (embeddings.new_zeros(0), embeddings.new_zeros(0))
-            self.collapseness_reducer.lam = self.adaptive_lambda.update(*(self.attacked_distances or no_triplets))
+            self.collapseness_reducer.lam = self.adaptive_lambda.update(*(self._attacked_distances or no_triplets))
         return losses
 
     def _sub_loss_names(self):
@@ -296,8 +296,8 @@ class TrideLoss(AdversarialTripletLoss):
         if self.adaptive_lambda is not None:
             with torch.no_grad():  # the distances Eq. 7 weighed, for the next batch's lambda
                 anchor_emb, positive_emb, negative_emb = adversarial_triplet
-                self.attacked_distances = (self.pair_distances(anchor_emb, positive_emb),
-                                           self.pair_distances(anchor_emb, negative_emb))
+                self._attacked_distances = (self.pair_distances(anchor_emb, positive_emb),
+                                            self.pair_distances(anchor_emb, negative_emb))
         extra_losses = {}
         if self.with_top_rank_loss:
             # the paper adds L_TR in ANP (Eq. 14); the released code on every adversarial step (section 1.7)
