@@ -19,7 +19,9 @@ ratio does not change with the scale). Table 5 fits it with one constant: lambda
 * before the first batch lambda is ``warm_start`` (10, the paper's CUB value and TrideLoss's default).
 
 ``AdaptiveLambda(contrast=..., min_lam=..., max_lam=...)`` recalibrates the rule
-(``TrideLoss(lam=AdaptiveLambda(...))``).
+(``TrideLoss(lam=AdaptiveLambda(...))``). The gap is measured after the attack, whose early stop depends on lambda,
+so the value reached reflects the adversary as well as the data; docs/tride-loss.md ("Adaptive lambda") has the
+signal measured per regime and this limitation.
 """
 
 from __future__ import annotations
