@@ -1,19 +1,27 @@
 """AdaptiveLambda: the attention factor lambda of collapseness (Eq. 7) set from the data during training.
 
 An extension beyond the paper, which tunes lambda per data set by hand and notes (Section 4.4, Table 5) that its
-choices follow the entanglement e = d_intra / d_inter of the trained models' embeddings: CUB e = 0.79, lambda 10;
-CARS e = 0.79, lambda 9.5; SOP e = 0.66, lambda 2. The rule here:
+choices follow the entanglement of the trained models' embeddings. The rule here rests on how lambda enters Eq. 7:
+the weights w = exp(-lambda (d - min d)) depend on lambda times distance differences only, so scaling every
+distance by s and lambda by 1 / s leaves them unchanged. A rule that keeps the weights' contrast over a typical
+distance difference g fixed, lambda g = kappa, respects this; a rule of the ratio d_intra / d_inter alone cannot (the
+ratio does not change with the scale). Table 5 fits it with one constant: lambda (d_inter - d_intra) is 0.61 (CUB),
+0.66 (CARS) and 0.45 (SOP) while lambda ranges over 2 to 10, and the least-squares kappa is 0.623.
 
-* e is measured on every clean training batch (:func:`pml_tride.collapseness.entanglement`, with the loss's
-  distance; averaged over the ranks of a process group) and smoothed by an exponential moving average,
-  e_bar <- m e_bar + (1 - m) e, started at the first batch's value;
-* lambda = clip(LAM_SOP + (e_bar - E_SOP) (LAM_CUB_CARS - LAM_SOP) / (E_CUB_CARS - E_SOP), min_lam, max_lam), the
-  least-squares line through Table 5's three points (it passes through SOP's point and the mean of CUB's and
-  CARS's, which share e = 0.79), clipped to [0, 10] by default: lambda = 0 is hardness (Eq. 2), and 10 is the
+* g is measured on the distances Eq. 7 weighs: the batch's triplets as the adversary left them (CAP: clean anchors,
+  adversarial positives and negatives; ANP: adversarial anchors, clean candidates), g = mean d(A, N) - mean d(A, P),
+  i.e. minus the hardness H (Eq. 2) of the attacked triplets, with the loss's distance; averaged over the ranks of a
+  process group; smoothed by an exponential moving average g_bar <- m g_bar + (1 - m) g, started at the first
+  batch's value;
+* lambda = clip(kappa / g_bar, min_lam, max_lam), and max_lam once g_bar <= kappa / max_lam (g_bar <= 0: the
+  attacked triplets have collapsed); clipped to [0, 10] by default: lambda = 0 is hardness (Eq. 2), and 10 is the
   largest lambda the paper used (it reports that a too large lambda harms robustness);
 * before the first batch lambda is ``warm_start`` (10, the paper's CUB value and TrideLoss's default).
 
-``AdaptiveLambda(line=..., min_lam=..., max_lam=...)`` recalibrates the rule (``TrideLoss(lam=AdaptiveLambda(...))``).
+``AdaptiveLambda(contrast=..., min_lam=..., max_lam=...)`` recalibrates the rule
+(``TrideLoss(lam=AdaptiveLambda(...))``). The gap is measured after the attack, whose early stop depends on lambda,
+so the value reached reflects the adversary as well as the data; docs/tride-loss.md ("Adaptive lambda") has the
+signal measured per regime and this limitation.
 """
 
 from __future__ import annotations
@@ -22,42 +30,44 @@ import math
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
-from pytorch_metric_learning.distances import BaseDistance
 from torch import nn
 
-from .collapseness import check_lam, entanglement
+from .collapseness import check_lam
 from .distributed import is_distributed
 
-__all__ = ["AdaptiveLambda", "AUTO_LAM", "TABLE_5_LINE", "resolve_lam", "lam_for_entanglement"]
+__all__ = ["AdaptiveLambda", "AUTO_LAM", "TABLE_5", "TABLE_5_CONTRAST", "contrast_fit", "resolve_lam",
+           "lam_for_gap"]
 
 AUTO_LAM = "auto"
-# Table 5: SOP's entanglement and lambda; CUB and CARS share e = 0.79, their lambdas 10 and 9.5 average to 9.75.
-E_SOP, LAM_SOP = 0.66, 2.0
-E_CUB_CARS, LAM_CUB_CARS = 0.79, 9.75
-# Two (entanglement, lambda) points of the line: the least-squares line through Table 5.
-TABLE_5_LINE = ((E_SOP, LAM_SOP), (E_CUB_CARS, LAM_CUB_CARS))
+# Table 5: (data set, mean inter-class distance, mean intra-class distance, lambda) of the CA-TRIDE models.
+TABLE_5 = (("CUB", 0.287, 0.226, 10.0), ("CARS", 0.325, 0.256, 9.5), ("SOP", 0.664, 0.438, 2.0))
 DEFAULT_MOMENTUM = 0.95  # about the last 20 batches
 DEFAULT_WARM_START = 10.0
 DEFAULT_MIN_LAM, DEFAULT_MAX_LAM = 0.0, 10.0
 
 
-def lam_for_entanglement(value: float, min_lam: float = DEFAULT_MIN_LAM, max_lam: float = DEFAULT_MAX_LAM,
-                         line: Sequence[Tuple[float, float]] = TABLE_5_LINE) -> float:
-    """lambda at entanglement ``value`` on the line through the two (entanglement, lambda) points of ``line``
-    (default: the least-squares line through Table 5), clipped to [min_lam, max_lam]."""
-    (e_low, lam_low), (e_high, lam_high) = line
-    slope = (lam_high - lam_low) / (e_high - e_low)
-    return min(max(lam_low + slope * (value - e_low), min_lam), max_lam)
+def contrast_fit(rows: Sequence[Tuple[str, float, float, float]]) -> float:
+    """The least-squares kappa of lambda = kappa / (d_inter - d_intra) through (name, d_inter, d_intra, lambda)
+    rows: kappa = sum(lambda / g) / sum(1 / g^2) with g = d_inter - d_intra."""
+    gaps = [(inter - intra, lam) for _, inter, intra, lam in rows]
+    return sum(lam / gap for gap, lam in gaps) / sum(1 / gap ** 2 for gap, _ in gaps)
 
 
-def _check_line(line: Sequence[Tuple[float, float]]) -> None:
-    try:
-        (e_low, lam_low), (e_high, lam_high) = line
-        valid = all(math.isfinite(value) for value in (e_low, lam_low, e_high, lam_high)) and e_low != e_high
-    except (TypeError, ValueError):
-        valid = False
-    if not valid:
-        raise ValueError(f"line must be two (entanglement, lambda) points with different entanglements, got {line!r}")
+TABLE_5_CONTRAST = contrast_fit(TABLE_5)  # 0.623
+
+
+def lam_for_gap(gap: float, contrast: float = TABLE_5_CONTRAST, min_lam: float = DEFAULT_MIN_LAM,
+                max_lam: float = DEFAULT_MAX_LAM) -> float:
+    """lambda = contrast / gap clipped to [min_lam, max_lam]; max_lam once gap <= contrast / max_lam (a gap <= 0
+    is a collapse, the most entangled case)."""
+    if max_lam * gap <= contrast:
+        return max_lam
+    return max(contrast / gap, min_lam)
+
+
+def _check_contrast(contrast: float) -> None:
+    if isinstance(contrast, bool) or not isinstance(contrast, (int, float)) or not 0 < contrast < math.inf:
+        raise ValueError(f"contrast (kappa = lambda x distance gap) must be a finite number > 0, got {contrast!r}")
 
 
 def _check_fraction(name: str, value: float) -> None:
@@ -65,80 +75,84 @@ def _check_fraction(name: str, value: float) -> None:
         raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
 
 
-class AdaptiveLambda(nn.Module):
-    """Sets lambda from the moving average of the clean batches' entanglement (see the module docstring).
+def _check_distances(ap_dists: torch.Tensor, an_dists: torch.Tensor) -> bool:
+    """Whether the pair distances hold any triplet; raise a ValueError unless both are 1-D of the same length."""
+    valid = all(isinstance(dists, torch.Tensor) and dists.dim() == 1 for dists in (ap_dists, an_dists))
+    if not valid or len(ap_dists) != len(an_dists):
+        shapes = [tuple(d.shape) if isinstance(d, torch.Tensor) else type(d).__name__ for d in (ap_dists, an_dists)]
+        raise ValueError(f"ap_dists and an_dists must be 1-D tensors of the same length (one distance per triplet, "
+                         f"empty for none), got {shapes[0]} and {shapes[1]}")
+    return len(ap_dists) > 0
 
-    Call :meth:`update` once per training batch; ``lam`` is the current value, ``entanglement`` the moving average
-    (None before the first batch), ``batches`` how many batches it has seen. The three are the module's extra
-    state, so a checkpointed run resumes with them.
+
+class AdaptiveLambda(nn.Module):
+    """Sets lambda from the moving average of the attacked triplets' distance gap (see the module docstring).
+
+    Call :meth:`update` once per training batch with the pair distances of the triplets trained on; ``lam`` is the
+    current value, ``gap`` the moving average (None before the first batch), ``batches`` how many batches it has
+    seen. The three are the module's extra state, so a checkpointed run resumes with them.
 
     Args:
         momentum: m of the moving average, in [0, 1); 0 follows the last batch only.
         warm_start: lambda before the first batch.
         min_lam, max_lam: the clipping range of lambda.
-        line: two (entanglement, lambda) points the line passes through (default: Table 5's least-squares line),
-            to recalibrate the rule, e.g. to the entanglement of training batches.
+        contrast: kappa = lambda x gap (default: Table 5's least-squares value, ``TABLE_5_CONTRAST``).
     """
 
     def __init__(self, momentum: float = DEFAULT_MOMENTUM, warm_start: float = DEFAULT_WARM_START,
                  min_lam: float = DEFAULT_MIN_LAM, max_lam: float = DEFAULT_MAX_LAM,
-                 line: Sequence[Tuple[float, float]] = TABLE_5_LINE) -> None:
+                 contrast: float = TABLE_5_CONTRAST) -> None:
         super().__init__()
         _check_fraction("momentum", momentum)
-        _check_line(line)
+        _check_contrast(contrast)
         for value in (warm_start, min_lam, max_lam):
             check_lam(value)
         if not min_lam <= warm_start <= max_lam:
             raise ValueError(f"need min_lam <= warm_start <= max_lam, got {min_lam}, {warm_start}, {max_lam}")
         self.momentum, self.warm_start, self.min_lam, self.max_lam = momentum, warm_start, min_lam, max_lam
-        self.line = tuple((float(e), float(lam)) for e, lam in line)
+        self.contrast = float(contrast)
         self.lam = float(warm_start)
-        self.entanglement: Optional[float] = None
+        self.gap: Optional[float] = None
         self.batches = 0
 
-    def batch_entanglement(
-        self, embeddings: torch.Tensor, labels: torch.Tensor, distance: Optional[BaseDistance] = None
-    ) -> Optional[float]:
-        """d_intra / d_inter of one batch (the mean over the ranks of a process group); None when no rank's batch
-        has both a same-class and a different-class pair."""
-        counts = torch.unique(labels, return_counts=True)[1]
-        usable = len(counts) >= 2 and bool(counts.max() >= 2)
+    def batch_gap(self, ap_dists: torch.Tensor, an_dists: torch.Tensor) -> Optional[float]:
+        """mean d(A, N) - mean d(A, P) of one batch's triplets (the mean over the ranks of a process group that
+        have triplets); None when no rank has any. In a process group every rank calls it once per batch, with
+        empty tensors (on its device) when it has no triplets."""
+        usable = _check_distances(ap_dists, an_dists)
         with torch.no_grad():
-            value = entanglement(embeddings, labels, distance) if usable else embeddings.new_zeros(())
+            zero = ap_dists.new_zeros((), dtype=torch.float64)
+            value = (an_dists.mean() - ap_dists.mean()).double() if usable else zero
             if is_distributed():
                 total = torch.stack([value, value.new_tensor(float(usable))])
                 torch.distributed.all_reduce(total)
                 value, usable = total[0] / total[1].clamp(min=1), bool(total[1] > 0)
         return float(value) if usable else None
 
-    def update(
-        self, embeddings: torch.Tensor, labels: Optional[torch.Tensor], distance: Optional[BaseDistance] = None
-    ) -> float:
-        """Fold one clean batch into the moving average and return the new lambda; a batch without a same-class
-        or a different-class pair leaves both unchanged."""
-        if labels is None:
-            raise ValueError("lam='auto' measures the entanglement of each batch and needs its labels: call the loss "
-                             "with labels, not with an indices_tuple alone")
-        value = self.batch_entanglement(embeddings.detach(), labels, distance)
+    def update(self, ap_dists: torch.Tensor, an_dists: torch.Tensor) -> float:
+        """Fold one batch's d(a_i, p_i) and d(a_i, n_i) (as the adversary left them) into the moving average and
+        return the new lambda; a batch without triplets (empty tensors) leaves both unchanged."""
+        value = self.batch_gap(ap_dists, an_dists)
         if value is None:
             return self.lam
         if not math.isfinite(value):
-            raise ValueError(f"the batch's entanglement d_intra / d_inter is {value}: are all embeddings equal?")
-        previous = self.entanglement
-        self.entanglement = value if previous is None else self.momentum * previous + (1 - self.momentum) * value
+            raise ValueError(f"the triplets' distance gap mean d(A, N) - mean d(A, P) is {value}: the distances "
+                             "contain NaN or Inf values")
+        previous = self.gap
+        self.gap = value if previous is None else self.momentum * previous + (1 - self.momentum) * value
         self.batches += 1
-        self.lam = lam_for_entanglement(self.entanglement, self.min_lam, self.max_lam, self.line)
+        self.lam = lam_for_gap(self.gap, self.contrast, self.min_lam, self.max_lam)
         return self.lam
 
     def get_extra_state(self) -> Dict[str, Any]:
-        return {"lam": self.lam, "entanglement": self.entanglement, "batches": self.batches}
+        return {"lam": self.lam, "gap": self.gap, "batches": self.batches}
 
     def set_extra_state(self, state: Dict[str, Any]) -> None:
-        self.lam, self.entanglement, self.batches = state["lam"], state["entanglement"], state["batches"]
+        self.lam, self.gap, self.batches = state["lam"], state["gap"], state["batches"]
 
     def extra_repr(self) -> str:
         return (f"momentum={self.momentum}, warm_start={self.warm_start}, min_lam={self.min_lam}, "
-                f"max_lam={self.max_lam}, line={self.line}")
+                f"max_lam={self.max_lam}, contrast={self.contrast}")
 
 
 def resolve_lam(lam: Union[float, str, AdaptiveLambda]) -> Tuple[float, Optional[AdaptiveLambda]]:

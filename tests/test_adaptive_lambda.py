@@ -8,7 +8,7 @@ import torch
 from distributed_helpers import run_group
 
 from pml_tride import TrideLoss
-from pml_tride.adaptive_lambda import AdaptiveLambda, lam_for_entanglement, resolve_lam
+from pml_tride.adaptive_lambda import TABLE_5_CONTRAST, AdaptiveLambda, contrast_fit, lam_for_gap, resolve_lam
 from pml_tride.datasets import EntangledDigits
 from pml_tride.recipes import train_embedder
 
@@ -17,65 +17,68 @@ from triplet_loops import PAIRWISE_EPS
 
 WORKER = os.path.join(os.path.dirname(__file__), "distributed", "adaptive_lambda_worker.py")
 
-# Table 5 of the paper: (entanglement, lambda) of CUB, CARS, SOP
-TABLE_5 = [(0.79, 10.0), (0.79, 9.5), (0.66, 2.0)]
-# 2-D embeddings for brute-force entanglement: an entangled batch (e = 0.82, lambda clipped to 10), a separated one
-# (e = 0.36, lambda clipped to 0); their moving average with momentum 0.75 (e = 0.71) lies inside the line's range
-BATCH_1 = ([[1.0, 0.0], [0.5, 0.8], [0.0, 1.0], [-0.6, 0.7], [-1.0, 0.1], [0.6, -0.7]], [0, 0, 1, 1, 2, 2])
-BATCH_2 = ([[1.0, 0.2], [0.1, 1.0], [0.8, 0.6], [-0.3, 1.0]], [0, 1, 0, 1])
+# Table 5 of the paper: (d_inter, d_intra, lambda) of CUB, CARS, SOP
+TABLE_5 = [(0.287, 0.226, 10.0), (0.325, 0.256, 9.5), (0.664, 0.438, 2.0)]
+# (d(a_i, p_i), d(a_i, n_i)) of hand-made batches: gaps 0.5 (lambda 1.25 at kappa 0.623), 0.05 (lambda clipped to
+# 10) and -0.1 (collapsed: lambda 10)
+BATCH_1 = ([0.2, 0.4, 0.3], [0.9, 0.8, 0.7])
+BATCH_2 = ([0.6, 0.5], [0.6, 0.6])
+COLLAPSED = ([0.5, 0.7], [0.4, 0.6])
+TRIPLETS = (torch.tensor([0, 2, 4, 6]), torch.tensor([1, 3, 5, 7]), torch.tensor([2, 5, 6, 1]))
+LABELS = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
 
 
-def loop_entanglement(embeddings, labels):
-    """d_intra / d_inter with PML's LpDistance(normalize_embeddings=True), by plain loops."""
-    unit = [[value / math.sqrt(sum(v * v for v in row)) for value in row] for row in embeddings]
-    intra, inter = [], []
-    for i, first in enumerate(unit):
-        for j, second in enumerate(unit):
-            if i == j:
-                continue
-            distance = math.sqrt(sum((a - b + PAIRWISE_EPS) ** 2 for a, b in zip(first, second)))
-            (intra if labels[i] == labels[j] else inter).append(distance)
-    return (sum(intra) / len(intra)) / (sum(inter) / len(inter))
+def loop_gap(ap, an):
+    return sum(an) / len(an) - sum(ap) / len(ap)
 
 
-def loop_lam(value, low=0.0, high=10.0):
-    slope, intercept = np.polyfit([e for e, _ in TABLE_5], [lam for _, lam in TABLE_5], 1)  # least squares
-    return min(max(slope * value + intercept, low), high)
+def loop_lam(gap, kappa, low=0.0, high=10.0):
+    if gap <= 0:
+        return high
+    return min(max(kappa / gap, low), high)
 
 
-@pytest.mark.parametrize("value", [0.5, 0.62, 0.66, 0.7, 0.79, 0.8, 1.0])
-def test_the_rule_is_the_least_squares_line_through_table_5_clipped(value):
-    assert lam_for_entanglement(value) == pytest.approx(loop_lam(value))
-    assert lam_for_entanglement(value, 1.0, 20.0) == pytest.approx(loop_lam(value, 1.0, 20.0))
+def loop_distance(first, second):
+    """PML's LpDistance(normalize_embeddings=True) of two vectors, by a plain loop."""
+    first = [value / math.sqrt(sum(v * v for v in first)) for value in first]
+    second = [value / math.sqrt(sum(v * v for v in second)) for value in second]
+    return math.sqrt(sum((a - b + PAIRWISE_EPS) ** 2 for a, b in zip(first, second)))
 
 
-def test_a_recalibrated_line_and_range():
-    line = ((0.2, 1.0), (0.4, 5.0))  # lambda = 1 + 20 (e - 0.2)
-    for value, expected in ((0.3, 3.0), (0.1, 0.0), (0.6, 9.0), (2.0, 15.0)):
-        assert lam_for_entanglement(value, 0.0, 15.0, line) == pytest.approx(expected)
-    adaptive = AdaptiveLambda(momentum=0.0, max_lam=15.0, line=line)
-    entangled = loop_entanglement(*BATCH_1)
-    assert adaptive.update(torch.tensor(BATCH_1[0]), torch.tensor(BATCH_1[1])) == pytest.approx(
-        min(1 + 20 * (entangled - 0.2), 15.0), rel=1e-5)
-    for bad in (((0.5, 1.0), (0.5, 2.0)), ((0.2, 1.0),), "steep", ((0.2, float("nan")), (0.4, 5.0))):
-        with pytest.raises(ValueError, match="line must be two"):
-            AdaptiveLambda(line=bad)
+def tensors(batch):
+    return tuple(torch.tensor(values, dtype=torch.float64) for values in batch)
 
 
-def test_update_keeps_a_moving_average_of_the_batch_entanglement():
+def test_the_contrast_is_the_least_squares_fit_of_table_5():
+    inverse_gaps = np.array([[1 / (inter - intra)] for inter, intra, _ in TABLE_5])
+    lams = np.array([lam for _, _, lam in TABLE_5])
+    kappa = np.linalg.lstsq(inverse_gaps, lams, rcond=None)[0][0]
+    assert TABLE_5_CONTRAST == pytest.approx(kappa) and TABLE_5_CONTRAST == pytest.approx(0.623, abs=5e-4)
+    assert contrast_fit([("one", 0.5, 0.25, 4.0)]) == pytest.approx(1.0)  # lambda 4 at gap 0.25
+
+
+@pytest.mark.parametrize("gap", [-0.2, 0.0, 0.03, 0.0623, 0.1, 0.226, 0.5, 2.0, 100.0])
+def test_the_rule_is_contrast_over_gap_clipped(gap):
+    assert lam_for_gap(gap) == pytest.approx(loop_lam(gap, TABLE_5_CONTRAST))
+    assert lam_for_gap(gap, 2.0, 1.0, 20.0) == pytest.approx(loop_lam(gap, 2.0, 1.0, 20.0))
+    assert lam_for_gap(gap, max_lam=0.0) == 0.0
+
+
+def test_update_keeps_a_moving_average_of_the_gap():
     adaptive = AdaptiveLambda(momentum=0.75)
-    assert adaptive.lam == 10.0 and adaptive.entanglement is None  # the warm start
-    first, second = loop_entanglement(*BATCH_1), loop_entanglement(*BATCH_2)
-    lam = adaptive.update(torch.tensor(BATCH_1[0]), torch.tensor(BATCH_1[1]))
-    assert adaptive.entanglement == pytest.approx(first, rel=1e-5) and lam == loop_lam(first) == 10.0
-    lam = adaptive.update(torch.tensor(BATCH_2[0]), torch.tensor(BATCH_2[1]))
+    assert adaptive.lam == 10.0 and adaptive.gap is None  # the warm start
+    first, second = loop_gap(*BATCH_1), loop_gap(*BATCH_2)
+    assert adaptive.update(*tensors(BATCH_1)) == pytest.approx(loop_lam(first, TABLE_5_CONTRAST))
+    assert adaptive.gap == pytest.approx(first) and 0 < adaptive.lam < 10
+    lam = adaptive.update(*tensors(BATCH_2))
     average = 0.75 * first + 0.25 * second
-    assert adaptive.entanglement == pytest.approx(average, rel=1e-5)
-    assert lam == pytest.approx(loop_lam(average), rel=1e-5)
-    assert adaptive.lam == lam and adaptive.batches == 2 and 0 < lam < 10
-    # a batch without a same-class pair (or with one class only) changes nothing
-    assert adaptive.update(torch.eye(3), torch.tensor([0, 1, 2])) == lam
-    assert adaptive.update(torch.eye(3), torch.tensor([4, 4, 4])) == lam and adaptive.batches == 2
+    assert adaptive.gap == pytest.approx(average) and lam == pytest.approx(loop_lam(average, TABLE_5_CONTRAST))
+    assert adaptive.lam == lam and adaptive.batches == 2
+    # a batch without triplets changes nothing
+    assert adaptive.update(torch.zeros(0), torch.zeros(0)) == lam and adaptive.batches == 2
+    # a collapsed batch (gap <= 0) followed alone drives lambda to the cap
+    assert AdaptiveLambda(momentum=0.0).update(*tensors(COLLAPSED)) == 10.0
+    assert AdaptiveLambda(momentum=0.0, contrast=0.1, max_lam=20.0).update(*tensors(BATCH_1)) == pytest.approx(0.2)
 
 
 def test_arguments_are_checked():
@@ -91,49 +94,94 @@ def test_arguments_are_checked():
         AdaptiveLambda(momentum=1.0)
     with pytest.raises(ValueError, match="warm_start"):
         AdaptiveLambda(warm_start=12.0)
-    with pytest.raises(ValueError, match="needs its labels"):
-        AdaptiveLambda().update(torch.eye(3), None)
+    for bad in (0.0, -1.0, float("inf"), True, "0.6"):
+        with pytest.raises(ValueError, match="contrast"):
+            AdaptiveLambda(contrast=bad)
+    for bad in ((torch.zeros(2), torch.zeros(3)), (torch.zeros(2, 1), torch.zeros(2, 1)), (None, torch.zeros(1))):
+        with pytest.raises(ValueError, match="1-D tensors of the same length"):
+            AdaptiveLambda().update(*bad)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        AdaptiveLambda().update(torch.tensor([float("nan")]), torch.tensor([1.0]))
 
 
 def test_state_round_trip_continues_identically():
     first = AdaptiveLambda(momentum=0.5)
-    first.update(torch.tensor(BATCH_1[0]), torch.tensor(BATCH_1[1]))
+    first.update(*tensors(BATCH_1))
     second = AdaptiveLambda(momentum=0.5)
     second.load_state_dict(first.state_dict())
-    assert (second.lam, second.entanglement, second.batches) == (first.lam, first.entanglement, first.batches)
-    batch = torch.tensor(BATCH_2[0]), torch.tensor(BATCH_2[1])
-    assert first.update(*batch) == second.update(*batch)
+    assert (second.lam, second.gap, second.batches) == (first.lam, first.gap, first.batches)
+    assert first.update(*tensors(BATCH_2)) == second.update(*tensors(BATCH_2))
 
 
-def tiny_loss(lam):
+def tiny_loss(lam, **kwargs):
     torch.manual_seed(0)
     model = tiny_cnn()
-    return model, TrideLoss(model, lam=lam, eps=0.1, alpha=0.05, steps=2, progressive_alpha=False, collect_stats=True)
+    settings = {"eps": 0.1, "alpha": 0.05, "steps": 2, "progressive_alpha": False, "collect_stats": True, **kwargs}
+    return model, TrideLoss(model, lam=lam, **settings)
 
 
-def test_tride_loss_auto_sets_lambda_from_each_batch_and_keeps_it_in_its_state():
-    model, loss = tiny_loss("auto")
-    images, labels = torch.rand(8, 1, 6, 6), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
-    indices = (torch.tensor([0, 2, 4]), torch.tensor([1, 3, 5]), torch.tensor([2, 4, 6]))
+def brute_force_gap(anchors, positives, negatives):
+    ap = [loop_distance(a, p) for a, p in zip(anchors, positives)]
+    an = [loop_distance(a, n) for a, n in zip(anchors, negatives)]
+    return loop_gap(ap, an)
+
+
+def test_without_an_attack_lambda_follows_the_clean_triplets():
+    model, loss = tiny_loss("auto", steps=0)
+    images = torch.rand(8, 1, 6, 6)
     embeddings = model(images)
-    expected = lam_for_entanglement(loop_entanglement(embeddings.tolist(), labels.tolist()))
-    value = loss(embeddings, labels, indices)
-    assert torch.isfinite(value)
-    assert loss.lam == pytest.approx(expected) and loss.current_lam == loss.lam
-    assert loss.collapseness_reducer.lam == loss.lam  # the attack's d_w uses it
+    rows = [embeddings[index].tolist() for index in TRIPLETS]
+    expected = lam_for_gap(brute_force_gap(*rows))
+    assert torch.isfinite(loss(embeddings, LABELS, TRIPLETS))
+    assert loss.current_lam == 10.0  # the attack of the first batch ran at the warm start
+    assert loss.lam == pytest.approx(expected) and loss.collapseness_reducer.lam == loss.lam
+    loss(model(images), None, TRIPLETS)  # an indices_tuple alone is enough
+    assert loss.current_lam == pytest.approx(expected) and loss.adaptive_lambda.batches == 2
+
+
+class Recorder(torch.nn.Module):
+    """The model, keeping its last output (the loss's last forward embeds the adversarial images)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.last = model, None
+
+    def forward(self, images):
+        self.last = self.model(images)
+        return self.last
+
+
+def test_lambda_follows_the_attacked_triplets_and_is_kept_in_the_state():
+    torch.manual_seed(0)
+    model = Recorder(tiny_cnn())
+    loss = TrideLoss(model, lam="auto", eps=0.3, alpha=0.1, steps=3, progressive_alpha=False, collect_stats=True)
+    images = torch.rand(8, 1, 6, 6)
+    embeddings = model(images)
+    loss(embeddings, LABELS, TRIPLETS)
+    assert loss.last_phase == "cap"  # clean anchors, adversarial positives and negatives
+    anchors, positives, negatives = (index.tolist() for index in TRIPLETS)
+    rows = sorted(set(positives) | set(negatives))  # perturb="unique": each image once, in row order
+    adversarial = model.last.tolist()
+    clean = embeddings.tolist()
+    attacked = brute_force_gap([clean[i] for i in anchors], [adversarial[rows.index(i)] for i in positives],
+                               [adversarial[rows.index(i)] for i in negatives])
+    assert loss.adaptive_lambda.gap == pytest.approx(attacked, rel=1e-5)
+    assert attacked != pytest.approx(brute_force_gap(*[[clean[i] for i in role] for role in (anchors, positives,
+                                                                                                 negatives)]))
+    assert loss.lam == pytest.approx(lam_for_gap(attacked), rel=1e-5)
     _, restored = tiny_loss("auto")
     restored.load_state_dict(loss.state_dict())
-    assert restored.lam == loss.lam and restored.adaptive_lambda.entanglement == loss.adaptive_lambda.entanglement
-    injected = AdaptiveLambda(momentum=0.0, max_lam=40.0, line=((0.0, 0.0), (1.0, 40.0)))  # lambda = 40 e
-    _, custom = tiny_loss(injected)
+    assert restored.lam == loss.lam and restored.adaptive_lambda.gap == loss.adaptive_lambda.gap
+    injected = AdaptiveLambda(momentum=0.0, contrast=0.05)
+    custom_model, custom = tiny_loss(injected, steps=0)
     assert custom.adaptive_lambda is injected and custom.lam == 10.0
-    custom_model = custom.model
     custom_embeddings = custom_model(images)
-    custom(custom_embeddings, labels, indices)
-    assert custom.lam == pytest.approx(40 * loop_entanglement(custom_embeddings.tolist(), labels.tolist()), rel=1e-5)
+    custom(custom_embeddings, LABELS, TRIPLETS)
+    clean_gap = brute_force_gap(*[custom_embeddings[index].tolist() for index in TRIPLETS])
+    assert custom.lam == pytest.approx(lam_for_gap(clean_gap, 0.05), rel=1e-5)
     fixed_model, fixed = tiny_loss(2.0)
     assert fixed.adaptive_lambda is None and fixed.lam == 2.0
-    fixed(fixed_model(images), labels, indices)
+    fixed(fixed_model(images), LABELS, TRIPLETS)
     assert fixed.lam == 2.0 and fixed.current_lam == 2.0
 
 
@@ -152,18 +200,27 @@ def test_a_resumed_training_continues_with_the_same_lambda(tmp_path):
     run(tmp_path / "b", end_of_epoch_hook=lambda trainer: trainer.epoch < 1)  # stops after epoch 1
     model_b, loss_b = run(tmp_path / "c", resume=str(tmp_path / "b" / "epoch_1.pt"))
     assert loss_a.adaptive_lambda.batches == loss_b.adaptive_lambda.batches == 4
-    assert loss_a.lam == loss_b.lam != 10.0
+    assert loss_a.lam == loss_b.lam and loss_a.adaptive_lambda.gap == loss_b.adaptive_lambda.gap
+    assert loss_a.lam != 10.0
     for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values()):
         assert torch.equal(a, b)
 
 
 def test_a_process_group_averages_the_ranks_batches(tmp_path):
-    lone = ([[1.0, 0.0], [0.0, 1.0]], [0, 1])  # no same-class pair: this rank's second batch does not count
-    batches = [[BATCH_1, BATCH_1], [BATCH_2, lone]]
-    outputs = run_group(WORKER, json.dumps(batches))
+    batches = [[BATCH_1, BATCH_1], [BATCH_2, ([], [])]]  # rank 1 has no triplets in its second batch
+    outputs = run_group(WORKER, "updates", json.dumps(batches))
     results = [json.loads(output.split("RESULT ")[1]) for output in outputs]
     assert results[0] == results[1]  # every rank holds the same lambda
-    first = (loop_entanglement(*BATCH_1) + loop_entanglement(*BATCH_2)) / 2
-    second = 0.5 * first + 0.5 * loop_entanglement(*BATCH_1)
+    first = (loop_gap(*BATCH_1) + loop_gap(*BATCH_2)) / 2
+    second = 0.5 * first + 0.5 * loop_gap(*BATCH_1)
     for (average, lam), expected in zip(results[0], (first, second)):
-        assert average == pytest.approx(expected) and lam == pytest.approx(loop_lam(expected))
+        assert average == pytest.approx(expected) and lam == pytest.approx(loop_lam(expected, TABLE_5_CONTRAST))
+
+
+def test_a_process_group_trains_with_one_lambda_also_when_a_rank_has_no_triplets():
+    outputs = run_group(WORKER, "training")  # rank 1 has no triplets in the second step: no hang
+    ranks = [json.loads(output.split("RESULT ")[1]) for output in outputs]
+    assert ranks[0] == ranks[1]  # the same lambda and gap on every rank after every step
+    assert [batches for _, _, batches in ranks[0]] == [1, 2, 3]
+    for lam, gap, _ in ranks[0]:
+        assert lam == pytest.approx(lam_for_gap(gap))

@@ -44,8 +44,8 @@ class TrideLoss(AdversarialTripletLoss):
     Args:
         model: maps images in ``input_range`` to embeddings; held by reference (see the base class).
         lam: attention factor lambda of collapseness (Eq. 7), a number >= 0, or "auto" (or an
-            :class:`~pml_tride.adaptive_lambda.AdaptiveLambda`): set from the entanglement of the clean batches
-            (needs labels); a number is ignored when ``collapseness_reducer`` is given, "auto" sets its lambda.
+            :class:`~pml_tride.adaptive_lambda.AdaptiveLambda`): set after each batch from the distance gap of
+            the attacked triplets; a number is ignored when ``collapseness_reducer`` is given, "auto" sets its lambda.
         phase: "tride" (CAP, ANP, CAP, ...), or a fixed "cap" or "anp" (Table 3).
         awareness: "collapse" (C, Eq. 8), "hardness" (H of Eq. 2 with the same clipping), or "none" (a naive
             adversary maximising H for all steps, no clipping and no early stop).
@@ -102,6 +102,7 @@ class TrideLoss(AdversarialTripletLoss):
             collapseness_reducer = CollapsenessReducer(lam=initial_lam, weighting=variant)
         self.collapseness_reducer = collapseness_reducer
         self.adaptive_lambda = adaptive_lambda
+        self._attacked_distances: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
         self.awareness, self.top_rank, self.gamma, self.beta_tr = awareness, top_rank, gamma, beta_tr
         self.variant, self.orientation = variant, orientation
         self.stop_tolerance = REFERENCE_STOP_TOLERANCE if variant == "reference" else 0.0
@@ -114,11 +115,16 @@ class TrideLoss(AdversarialTripletLoss):
         return self.collapseness_reducer.lam
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels) -> Dict[str, Dict[str, Any]]:
-        if self.adaptive_lambda is not None:
-            self.collapseness_reducer.lam = self.adaptive_lambda.update(embeddings, labels, self.distance)
+        if self.adaptive_lambda is not None:  # also after a resume, which restores the adaptive state only
+            self.collapseness_reducer.lam = self.adaptive_lambda.lam
         if self.collect_stats:
             self.current_lam = self.lam
-        return super().compute_loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+        self._attacked_distances = None
+        losses = super().compute_loss(embeddings, labels, indices_tuple, ref_emb, ref_labels)
+        if self.adaptive_lambda is not None:  # every call (every rank), triplets or not: the update may all-reduce
+            no_triplets = (embeddings.new_zeros(0), embeddings.new_zeros(0))
+            self.collapseness_reducer.lam = self.adaptive_lambda.update(*(self._attacked_distances or no_triplets))
+        return losses
 
     def _sub_loss_names(self):
         return ["loss", "top_rank_loss"] if self.with_top_rank_loss else ["loss"]
@@ -287,6 +293,11 @@ class TrideLoss(AdversarialTripletLoss):
             (anchor_rows,) = perturbation.role_positions
             adversarial_triplet = (adversarial[anchor_rows], embeddings[positives], embeddings[negatives])
         triplet_losses = self.triplet_losses(*adversarial_triplet)  # before L_TR: the graph's order stays as it was
+        if self.adaptive_lambda is not None:
+            with torch.no_grad():  # the distances Eq. 7 weighed, for the next batch's lambda
+                anchor_emb, positive_emb, negative_emb = adversarial_triplet
+                self._attacked_distances = (self.pair_distances(anchor_emb, positive_emb),
+                                            self.pair_distances(anchor_emb, negative_emb))
         extra_losses = {}
         if self.with_top_rank_loss:
             # the paper adds L_TR in ANP (Eq. 14); the released code on every adversarial step (section 1.7)
