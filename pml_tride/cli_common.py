@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from fractions import Fraction
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 
@@ -21,7 +22,11 @@ __all__ = [
     "add_launch_arguments",
     "launch",
     "attack_names",
+    "add_checkpoint_arguments",
+    "load_checkpoint_model",
 ]
+
+logger = logging.getLogger(__name__)
 
 # The build_dataset options the command line takes (for entangled-digits).
 DATASET_FLAGS = ("entanglement", "subclasses")
@@ -127,3 +132,30 @@ def attack_names(text: str) -> Union[str, List[str]]:
     """--attacks/--eval-attacks: 'all', or a comma list of attack names."""
     return "all" if text == "all" else [name.strip() for name in text.split(",")]
 
+
+
+def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model to load and the data set to run it on, for the commands that take a trained model."""
+    from .datasets import DATASETS
+
+    parser.add_argument("--checkpoint", required=True,
+                        help="a pml-tride model or trainer checkpoint, a TorchScript file, or (with --trust-pickle) "
+                             "a torch.save'd module")
+    parser.add_argument("--trust-pickle", action="store_true", help="allow unpickling a whole module (runs code)")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="digits")
+    parser.add_argument("--data-root")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="default: the size recorded in the checkpoint, else 16 for digits, 224 otherwise")
+
+
+def load_checkpoint_model(args: argparse.Namespace, device: torch.device) -> Tuple[torch.nn.Module, Optional[int]]:
+    """The model ``--checkpoint`` holds, and the image size to run it at: ``--image-size``, else the size the model
+    was trained at (recorded in the checkpoint; None when not recorded). A warning when the two differ."""
+    from .models import load_model
+
+    model = load_model(args.checkpoint, map_location=device, trust_pickle=args.trust_pickle)
+    trained_size = getattr(model, "data_info", {}).get("image_size")
+    if args.image_size is not None and trained_size is not None and args.image_size != trained_size:
+        logger.warning("--image-size %s, but the model was trained on %sx%s images", args.image_size, trained_size,
+                       trained_size)
+    return model, args.image_size if args.image_size is not None else trained_size

@@ -5,23 +5,20 @@ from __future__ import annotations
 import argparse
 import os
 
-from .cli_common import _device, add_workers_argument, prepare_output_folder
+from .cli_common import (
+    _device,
+    add_checkpoint_arguments,
+    add_workers_argument,
+    load_checkpoint_model,
+    prepare_output_folder,
+)
 
 __all__ = ["add_embed_arguments", "run_embed_command"]
 
 
 def add_embed_arguments(parser: argparse.ArgumentParser) -> None:
-    from .datasets import DATASETS
-
-    parser.add_argument("--checkpoint", required=True,
-                        help="a pml-tride model or trainer checkpoint, a TorchScript file, or (with --trust-pickle) "
-                             "a torch.save'd module")
-    parser.add_argument("--trust-pickle", action="store_true", help="allow unpickling a whole module (runs code)")
-    parser.add_argument("--dataset", choices=sorted(DATASETS), default="digits")
-    parser.add_argument("--data-root")
+    add_checkpoint_arguments(parser)
     parser.add_argument("--split", choices=["train", "test"], default="test")
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="default: the size recorded in the checkpoint, else 16 for digits, 224 otherwise")
     parser.add_argument("--batch-size", type=int, default=112)
     parser.add_argument("--device", default=None)
     add_workers_argument(parser)
@@ -33,16 +30,13 @@ def run_embed_command(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .datasets import build_dataset
-    from .models import load_model
     from .recipes import embed_dataset
 
     if not args.out.endswith(".npy"):
         raise ValueError(f"--out must name a .npy file, got {args.out!r}")
     prepare_output_folder(os.path.dirname(args.out))
     device = _device(args.device)
-    model = load_model(args.checkpoint, map_location=device, trust_pickle=args.trust_pickle)
-    trained_size = getattr(model, "data_info", {}).get("image_size")
-    image_size = args.image_size if args.image_size is not None else trained_size
+    model, image_size = load_checkpoint_model(args, device)
     dataset = build_dataset(args.dataset, root=args.data_root, split=args.split, image_size=image_size)
     # the test transform on both splits: embeddings of the images as they are, no random crop or flip
     if hasattr(dataset, "transform"):

@@ -10,12 +10,14 @@ import torch
 
 from .cli_common import (
     _device,
+    add_checkpoint_arguments,
     add_dataset_option_arguments,
     add_launch_arguments,
     add_workers_argument,
     attack_names,
     dataset_options,
     launch,
+    load_checkpoint_model,
     pixel_value,
     prepare_output_folder,
 )
@@ -31,16 +33,7 @@ ROBRANK_COMPAT_HELP = ("reproduce robrank's attack quirks: GTM's target index, L
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    from .datasets import DATASETS
-
-    parser.add_argument("--checkpoint", required=True,
-                        help="a pml-tride model or trainer checkpoint, a TorchScript file, or (with --trust-pickle) "
-                             "a torch.save'd module")
-    parser.add_argument("--trust-pickle", action="store_true", help="allow unpickling a whole module (runs code)")
-    parser.add_argument("--dataset", choices=sorted(DATASETS), default="digits")
-    parser.add_argument("--data-root")
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="default: the size recorded in the checkpoint, else 16 for digits, 224 otherwise")
+    add_checkpoint_arguments(parser)
     add_dataset_option_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=112)
     parser.add_argument("--eps", type=pixel_value, default=8 / 255)
@@ -63,7 +56,6 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
     from .datasets import build_dataset
     from .distributed import get_rank, init_from_environment, is_distributed
     from .evaluation import RobustnessEvaluator
-    from .models import load_model
 
     check_evaluate_arguments(args)
     launched = launch(args)
@@ -71,12 +63,7 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
         return launched
     prepare_output_folder(os.path.dirname(args.out))
     device = init_from_environment(_device(args.device))
-    model = load_model(args.checkpoint, map_location=device, trust_pickle=args.trust_pickle)
-    trained_size = getattr(model, "data_info", {}).get("image_size")
-    if args.image_size is not None and trained_size is not None and args.image_size != trained_size:
-        logger.warning("--image-size %s, but the model was trained on %sx%s images", args.image_size, trained_size,
-                       trained_size)
-    image_size = args.image_size if args.image_size is not None else trained_size
+    model, image_size = load_checkpoint_model(args, device)
     options = dataset_options(args, recorded=getattr(model, "data_info", None))
     dataset = build_dataset(args.dataset, root=args.data_root, split="test", image_size=image_size, **options)
     evaluator = RobustnessEvaluator(eps=args.eps, alpha=args.alpha, steps=args.steps,

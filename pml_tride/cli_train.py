@@ -121,11 +121,6 @@ def run_train_command(args: argparse.Namespace) -> int:
     from .recipes import train_embedder
 
     check_train_arguments(args)
-    if args.sync_bn:  # refused before any process is launched
-        from .distributed import check_sync_batchnorm, launched_by_torchrun
-
-        world_size = int(os.environ["WORLD_SIZE"]) if launched_by_torchrun() else args.nproc_per_node
-        check_sync_batchnorm(world_size, _device(args.device))
     launched = launch(args)
     if launched is not None:
         return launched

@@ -165,6 +165,17 @@ def check_train_arguments(args: argparse.Namespace) -> None:
     resume = resolve_resume(args)
     if resume is not None:
         check_resume_identity(resume, train_run_identity(args))
+    if args.sync_bn:
+        _check_sync_bn(args)
+
+
+def _check_sync_bn(args: argparse.Namespace) -> None:
+    """--sync-bn needs several processes on GPUs: refused before any process is launched."""
+    from .cli_common import _device
+    from .distributed import check_sync_batchnorm, launched_by_torchrun
+
+    world_size = int(os.environ["WORLD_SIZE"]) if launched_by_torchrun() else args.nproc_per_node
+    check_sync_batchnorm(world_size, _device(args.device))
 
 
 def check_evaluate_arguments(args: argparse.Namespace) -> None:
