@@ -106,6 +106,20 @@ def _monitoring_hook(args: argparse.Namespace):
     return tester, hook
 
 
+def monitoring_outcome(tester, args: argparse.Namespace) -> str:
+    """The sentence on the epoch ``--eval-every`` selected: its number and best.pt, or why there is none."""
+    from .evaluation import COLLAPSE_LIFT
+
+    best = os.path.join(args.out, "best.pt")
+    if tester.best_epoch is not None:
+        return f"best epoch by {args.eval_select}: {tester.best_epoch} ({best})"
+    if not tester.history:
+        return (f"no epoch selected: no epoch was monitored (--eval-every {args.eval_every}, --epochs {args.epochs}); "
+                "no best.pt written")
+    return (f"no epoch selected: every monitored epoch was collapsed (benign R@1 within {COLLAPSE_LIFT:.0%} of the "
+            "way from chance to 100); no best.pt written")
+
+
 def backbone_weights(flag: Optional[str]) -> Optional[str]:
     """The ``weights`` of ``resnet18_embedder`` for ``--weights``: "imagenet" when not given (the paper's setting),
     None for "none", else the flag (a file)."""
@@ -165,8 +179,8 @@ def run_train_command(args: argparse.Namespace) -> int:
     if tester is not None and get_rank() == 0:
         with open(os.path.join(args.out, "robustness.json"), "w") as handle:
             json.dump(tester.history, handle, indent=1)
-        print(f"robustness over epochs: {os.path.join(args.out, 'robustness.json')}; best epoch by "
-              f"{args.eval_select}: {tester.best_epoch} ({os.path.join(args.out, 'best.pt')})")
+        print(f"robustness over epochs: {os.path.join(args.out, 'robustness.json')}; "
+              f"{monitoring_outcome(tester, args)}")
     path = os.path.join(args.out, "model.pt")
     if get_rank() == 0:
         recorded = {name: getattr(dataset, name) for name in DATASET_FLAGS if hasattr(dataset, name)}
