@@ -8,11 +8,14 @@ line, naming the flag and the fix, with exit code 2.
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import os
 from typing import Any, Dict, Mapping, Optional
 
 import torch
+
+from .cli_common import DATASET_FLAGS, _device
 
 __all__ = [
     "UsageError",
@@ -37,7 +40,10 @@ FALLBACK_MODEL = "resnet18"
 DEFAULT_EMBEDDING_DIMS = {"small_cnn": 64, "resnet18": 512}
 # What a training checkpoint records of its run, and the flag that sets each.
 RUN_IDENTITY_FLAGS = {"model": "--model", "embedding_dim": "--embedding-dim", "defense": "--defense",
-                      "dataset": "--dataset", "image_size": "--image-size"}
+                      "dataset": "--dataset", "image_size": "--image-size", "entanglement": "--entanglement",
+                      "subclasses": "--subclasses"}
+# Significant digits of a number shown in a resume mismatch.
+SHOWN_DIGITS = 6
 
 
 class UsageError(ValueError):
@@ -87,15 +93,22 @@ def check_demo_arguments(args: argparse.Namespace) -> None:
 
 
 def train_run_identity(args: argparse.Namespace) -> Dict[str, Any]:
-    """What ``pml-tride train`` builds: model, embedding dimension, defense, data set and image size, with the
-    defaults filled in (small_cnn on the built-in digits data sets, resnet18 otherwise; 64 or 512 dimensions; the
-    data set's image size)."""
-    from .datasets import DEFAULT_IMAGE_SIZES
+    """What ``pml-tride train`` builds: model, embedding dimension, defense, data set and image size, and for a data
+    set that takes them (entangled-digits) its ``--entanglement`` and ``--subclasses``, with the defaults filled in
+    (small_cnn on the built-in digits data sets, resnet18 otherwise; 64 or 512 dimensions; the data set's image size
+    and options)."""
+    from .datasets import DATASET_OPTIONS, DATASETS, DEFAULT_IMAGE_SIZES
 
     model = args.model or DEFAULT_MODELS.get(args.dataset, FALLBACK_MODEL)
-    return {"model": model, "embedding_dim": args.embedding_dim or DEFAULT_EMBEDDING_DIMS[model],
-            "defense": args.defense, "dataset": args.dataset,
-            "image_size": args.image_size or DEFAULT_IMAGE_SIZES[args.dataset]}
+    identity = {"model": model, "embedding_dim": args.embedding_dim or DEFAULT_EMBEDDING_DIMS[model],
+                "defense": args.defense, "dataset": args.dataset,
+                "image_size": args.image_size or DEFAULT_IMAGE_SIZES[args.dataset]}
+    defaults = inspect.signature(DATASETS[args.dataset]).parameters
+    for name in DATASET_FLAGS:
+        if name in DATASET_OPTIONS.get(args.dataset, ()):
+            given = getattr(args, name)
+            identity[name] = defaults[name].default if given is None else given
+    return identity
 
 
 def resolve_resume(args: argparse.Namespace) -> Optional[str]:
@@ -126,6 +139,10 @@ def _recorded_identity(state: Mapping[str, Any]) -> Dict[str, Any]:
     return {key: value for key, value in recorded.items() if value is not None}
 
 
+def _shown(value: Any) -> str:
+    return f"{value:.{SHOWN_DIGITS}g}" if isinstance(value, float) else str(value)
+
+
 def check_resume_identity(path: str, identity: Mapping[str, Any]) -> None:
     """The checkpoint at ``path`` is a training checkpoint of the run ``identity`` describes; a checkpoint that does
     not record all of it resumes with a warning."""
@@ -136,12 +153,13 @@ def check_resume_identity(path: str, identity: Mapping[str, Any]) -> None:
         raise UsageError(f"--resume {path}: not a training checkpoint (resume from OUT/latest.pt or OUT/epoch_<k>.pt; "
                          "model.pt holds only the weights)")
     recorded = _recorded_identity(state)
-    differences = [f"{flag} {recorded[key]} there, {identity[key]} here" for key, flag in RUN_IDENTITY_FLAGS.items()
-                   if key in recorded and recorded[key] != identity[key]]
+    differences = [f"{flag} {_shown(recorded[key])} there, {_shown(identity[key])} here"
+                   for key, flag in RUN_IDENTITY_FLAGS.items()
+                   if key in recorded and key in identity and recorded[key] != identity[key]]
     if differences:
         raise UsageError(f"--resume {path} is a checkpoint of another run ({'; '.join(differences)}): pass the same "
                          "settings to continue it, or write the new run to another --out")
-    unchecked = [flag for key, flag in RUN_IDENTITY_FLAGS.items() if key not in recorded]
+    unchecked = [flag for key, flag in RUN_IDENTITY_FLAGS.items() if key in identity and key not in recorded]
     if unchecked:
         logger.warning("--resume %s does not record its %s (an older checkpoint): resuming without checking them",
                        path, ", ".join(unchecked))
@@ -165,6 +183,16 @@ def check_train_arguments(args: argparse.Namespace) -> None:
     resume = resolve_resume(args)
     if resume is not None:
         check_resume_identity(resume, train_run_identity(args))
+    if args.sync_bn:
+        _check_sync_bn(args)
+
+
+def _check_sync_bn(args: argparse.Namespace) -> None:
+    """--sync-bn needs several processes on GPUs: refused before any process is launched."""
+    from .distributed import check_sync_batchnorm, launched_by_torchrun
+
+    world_size = int(os.environ["WORLD_SIZE"]) if launched_by_torchrun() else args.nproc_per_node
+    check_sync_batchnorm(world_size, _device(args.device))
 
 
 def check_evaluate_arguments(args: argparse.Namespace) -> None:

@@ -1,4 +1,5 @@
 import json
+import logging
 
 import pytest
 import torch
@@ -50,3 +51,29 @@ def test_train_takes_lam_auto(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--lam", "automatic"])
     assert "expected a number or 'auto'" in capsys.readouterr().err
+
+
+def test_resume_checks_the_entanglement_and_the_subclasses(tmp_path, capsys, caplog):
+    out = tmp_path / "run"
+    entangled = ["train", "--dataset", "entangled-digits", "--defense", "none", *TINY_TRAINING]
+    assert main([*entangled, "--entanglement", "8/255", "--out", str(out)]) == 0
+    latest = out / "latest.pt"
+    run = torch.load(latest, weights_only=True)["run"]
+    assert (run["entanglement"], run["subclasses"]) == (8 / 255, 4)  # the default sub-classes filled in
+    capsys.readouterr()
+    assert main([*entangled, "--epochs", "2", "--entanglement", "16/255", "--out", str(out / "a"),
+                 "--resume", str(latest)]) == 2
+    message = capsys.readouterr().err
+    assert f"--resume {latest} is a checkpoint of another run (--entanglement 0.0313725 there, 0.0627451 here)" \
+        in message
+    assert main([*entangled, "--epochs", "2", "--entanglement", "8/255", "--subclasses", "3", "--out",
+                 str(out / "b"), "--resume", str(latest)]) == 2
+    assert "(--subclasses 4 there, 3 here)" in capsys.readouterr().err
+    state = torch.load(latest, weights_only=True)  # a checkpoint from before the options were recorded
+    state["run"] = {key: value for key, value in state["run"].items() if key not in ("entanglement", "subclasses")}
+    older = tmp_path / "older.pt"
+    torch.save(state, older)
+    with caplog.at_level(logging.WARNING, logger="pml_tride"):
+        assert main([*entangled, "--epochs", "2", "--entanglement", "8/255", "--out", str(out / "c"),
+                     "--resume", str(older)]) == 0
+    assert "does not record its --entanglement, --subclasses (an older checkpoint)" in caplog.text

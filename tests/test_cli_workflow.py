@@ -82,3 +82,27 @@ def test_quiet_hides_information_and_progress_bars(tmp_path, capsys):
     printed = capsys.readouterr()
     assert "ARS" not in printed.err and "epochs" not in printed.err and "total_loss" not in printed.err
     assert "trained none" not in printed.out and "trained ca-tride" in printed.out
+
+
+TINY_MONITORED_TRAIN = ["train", "--image-size", "8", "--epochs", "1", "--steps", "1", "--batch-size", "50",
+                        "--max-iters", "1", "--eval-queries", "10", "--eval-steps", "1", "--eval-attacks", "GTT",
+                        "--quiet"]
+
+
+def test_train_says_no_epoch_was_selected_when_every_monitored_epoch_collapsed(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("pml_tride.evaluation.robustness_report.is_collapsed", lambda *args, **kwargs: True)
+    out = tmp_path / "run"
+    assert main([*TINY_MONITORED_TRAIN, "--eval-every", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "no epoch selected: every monitored epoch was collapsed (benign R@1 within 10% of the way" in printed
+    assert "no best.pt written" in printed and "best epoch by" not in printed
+    assert json.loads((out / "robustness.json").read_text())[0]["collapsed"] == 1.0
+    assert not (out / "best.pt").exists()
+
+
+def test_train_says_no_epoch_was_monitored_when_eval_every_exceeds_the_epochs(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*TINY_MONITORED_TRAIN, "--eval-every", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "no epoch selected: no epoch was monitored (--eval-every 2, --epochs 1); no best.pt written" in printed
+    assert not (out / "best.pt").exists()
