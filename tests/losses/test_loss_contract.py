@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 from pytorch_metric_learning import miners, reducers, trainers
-from pytorch_metric_learning.distances import CosineSimilarity
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from pytorch_metric_learning.utils.distributed import DistributedLossWrapper
 

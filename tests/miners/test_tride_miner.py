@@ -1,7 +1,6 @@
 import pytest
 import torch
 from pytorch_metric_learning import losses
-from pytorch_metric_learning.distances import CosineSimilarity
 
 from pml_tride import TrideMiner
 from pml_tride.schedules import semi_hard_band

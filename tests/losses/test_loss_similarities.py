@@ -1,0 +1,92 @@
+"""Every defense with a PML similarity (larger = closer) as its distance: the clean hinge is PML's
+TripletMarginLoss with that similarity, the attacks equal those with a distance that orders unit vectors the same
+way, and a defense trains on digits."""
+
+import math
+
+import pytest
+import torch
+from pytorch_metric_learning import losses as pml_losses
+from pytorch_metric_learning.distances import CosineSimilarity, LpDistance
+from pytorch_metric_learning.reducers import MeanReducer
+
+from pml_tride import TrideLoss, TrideMiner, losses
+from pml_tride.losses.adversarial_triplet_loss import AdversarialTripletLoss
+
+from triplet_loops import HAND_IMAGES, HAND_LABELS, HAND_TRIPLETS, Identity, hand_indices, loop_similarity_hinge
+
+LOSS_CLASSES = [value for value in map(losses.__dict__.get, losses.__all__)
+                if isinstance(value, type) and issubclass(value, AdversarialTripletLoss)
+                and value is not AdversarialTripletLoss]
+MARGIN = 0.2
+# The clean comparison's margin: three of the five hand triplets violate it, two do not (s(a, n) - s(a, p) is
+# about -0.60, -0.32, -0.36, -0.60, -0.32).
+CLEAN_MARGIN = 0.4
+ATTACK = {"eps": 0.1, "alpha": 0.02, "steps": 3, "progressive_alpha": False}
+# TrideLoss's top-rank term is an extra sub-loss; the clean comparison is of the triplet hinge alone.
+HINGE_ONLY = {"TrideLoss": {"top_rank": False}}
+
+
+class HalfSquaredEuclidean(LpDistance):
+    """||a - b||^2 / 2 of unit vectors, = 1 - cos(a, b): a distance that orders pairs as CosineSimilarity does."""
+
+    def compute_mat(self, query_emb, ref_emb):
+        ref_emb = query_emb if ref_emb is None else ref_emb
+        return torch.cdist(query_emb, ref_emb).pow(2) / 2
+
+    def pairwise_distance(self, query_emb, ref_emb):
+        return (query_emb - ref_emb).pow(2).sum(dim=1) / 2
+
+
+@pytest.fixture(params=LOSS_CLASSES, ids=lambda loss_class: loss_class.__name__)
+def loss_class(request):
+    return request.param
+
+
+def test_the_clean_hinge_is_pml_triplet_margin_loss_with_the_similarity(loss_class):
+    model = Identity()
+    loss = loss_class(model, distance=CosineSimilarity(), margin=CLEAN_MARGIN, eps=0.0,
+                      **HINGE_ONLY.get(loss_class.__name__, {}))
+    value = loss(model(HAND_IMAGES), HAND_LABELS, hand_indices())
+    images = HAND_IMAGES.tolist()
+    hinges = [loop_similarity_hinge(images[a], images[p], images[n], CLEAN_MARGIN) for a, p, n in HAND_TRIPLETS]
+    expected = sum(hinges) / len(hinges)
+    pml = pml_losses.TripletMarginLoss(margin=CLEAN_MARGIN, distance=CosineSimilarity(), reducer=MeanReducer())
+    assert sum(hinge > 0 for hinge in hinges) == 3
+    if loss_class.__name__ != "HMLoss":  # HM adds its intra-class structure term to the hinge
+        assert value.item() == pytest.approx(expected, abs=1e-12)
+    assert pml(model(HAND_IMAGES), HAND_LABELS, hand_indices()).item() == pytest.approx(expected, abs=1e-12)
+    assert loss.triplet_losses(*(model(HAND_IMAGES)[list(column)] for column in zip(*HAND_TRIPLETS))).mean().item() \
+        == pytest.approx(expected, abs=1e-12)
+
+
+def test_the_attack_with_a_similarity_equals_the_attack_with_a_distance_of_the_same_order(loss_class):
+    """1 - cos = ||a - b||^2 / 2 for unit vectors: every objective sees the same numbers, so PGD takes the same
+    signed steps (the attack moves the same way) and the loss and its statistics agree."""
+    model = Identity()
+    results = []
+    for distance in (CosineSimilarity(), HalfSquaredEuclidean()):
+        loss = loss_class(model, distance=distance, margin=MARGIN, collect_stats=True, **ATTACK)
+        value = loss(model(HAND_IMAGES), HAND_LABELS, hand_indices())
+        results.append((value.item(), loss.pgd_steps, loss.separability, loss.mean_distance))
+    (cos_value, cos_steps, cos_sep, cos_mean), (sq_value, sq_steps, sq_sep, sq_mean) = results
+    assert cos_steps == sq_steps > 0
+    assert cos_value == pytest.approx(sq_value, abs=1e-9)
+    assert cos_sep == pytest.approx(sq_sep, abs=1e-9) and cos_mean == pytest.approx(sq_mean, abs=1e-9)
+
+
+def test_a_defense_with_cosine_similarity_trains_on_digits(loss_class, tiny_model, digits_batch):
+    images, labels = digits_batch
+    distance = CosineSimilarity()
+    extra = {"lam": "auto"} if loss_class is TrideLoss else {}
+    loss = loss_class(tiny_model, distance=distance, collect_stats=True, **ATTACK, **extra)
+    miner = TrideMiner(distance=distance, seed=0, anchors="spc2")
+    optimizer = torch.optim.SGD(tiny_model.parameters(), lr=0.05)
+    for _ in range(2):
+        embeddings = tiny_model(images)
+        value = loss(embeddings, labels, miner(embeddings, labels))
+        optimizer.zero_grad()
+        value.backward()
+        optimizer.step()
+        assert math.isfinite(value.item())
+        assert math.isfinite(loss.separability) and math.isfinite(loss.mean_distance)
