@@ -10,7 +10,7 @@ from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning.distances import CosineSimilarity, LpDistance
 from pytorch_metric_learning.reducers import MeanReducer
 
-from pml_tride import TrideLoss, TrideMiner, losses
+from pml_tride import ESTLoss, TrideLoss, TrideMiner, losses
 from pml_tride.losses.adversarial_triplet_loss import AdversarialTripletLoss
 
 from triplet_loops import HAND_IMAGES, HAND_LABELS, HAND_TRIPLETS, Identity, hand_indices, loop_similarity_hinge
@@ -18,10 +18,9 @@ from triplet_loops import HAND_IMAGES, HAND_LABELS, HAND_TRIPLETS, Identity, han
 LOSS_CLASSES = [value for value in map(losses.__dict__.get, losses.__all__)
                 if isinstance(value, type) and issubclass(value, AdversarialTripletLoss)
                 and value is not AdversarialTripletLoss]
-MARGIN = 0.2
-# The clean comparison's margin: three of the five hand triplets violate it, two do not (s(a, n) - s(a, p) is
-# about -0.60, -0.32, -0.36, -0.60, -0.32).
-CLEAN_MARGIN = 0.4
+# A margin in cosine units that three of the five clean hand triplets violate and two do not (s(a, n) - s(a, p)
+# is about -0.60, -0.32, -0.36, -0.60, -0.32).
+MARGIN = 0.4
 ATTACK = {"eps": 0.1, "alpha": 0.02, "steps": 3, "progressive_alpha": False}
 # TrideLoss's top-rank term is an extra sub-loss; the clean comparison is of the triplet hinge alone.
 HINGE_ONLY = {"TrideLoss": {"top_rank": False}}
@@ -45,13 +44,13 @@ def loss_class(request):
 
 def test_the_clean_hinge_is_pml_triplet_margin_loss_with_the_similarity(loss_class):
     model = Identity()
-    loss = loss_class(model, distance=CosineSimilarity(), margin=CLEAN_MARGIN, eps=0.0,
+    loss = loss_class(model, distance=CosineSimilarity(), margin=MARGIN, eps=0.0,
                       **HINGE_ONLY.get(loss_class.__name__, {}))
     value = loss(model(HAND_IMAGES), HAND_LABELS, hand_indices())
     images = HAND_IMAGES.tolist()
-    hinges = [loop_similarity_hinge(images[a], images[p], images[n], CLEAN_MARGIN) for a, p, n in HAND_TRIPLETS]
+    hinges = [loop_similarity_hinge(images[a], images[p], images[n], MARGIN) for a, p, n in HAND_TRIPLETS]
     expected = sum(hinges) / len(hinges)
-    pml = pml_losses.TripletMarginLoss(margin=CLEAN_MARGIN, distance=CosineSimilarity(), reducer=MeanReducer())
+    pml = pml_losses.TripletMarginLoss(margin=MARGIN, distance=CosineSimilarity(), reducer=MeanReducer())
     assert sum(hinge > 0 for hinge in hinges) == 3
     if loss_class.__name__ != "HMLoss":  # HM adds its intra-class structure term to the hinge
         assert value.item() == pytest.approx(expected, abs=1e-12)
@@ -62,17 +61,50 @@ def test_the_clean_hinge_is_pml_triplet_margin_loss_with_the_similarity(loss_cla
 
 def test_the_attack_with_a_similarity_equals_the_attack_with_a_distance_of_the_same_order(loss_class):
     """1 - cos = ||a - b||^2 / 2 for unit vectors: every objective sees the same numbers, so PGD takes the same
-    signed steps (the attack moves the same way) and the loss and its statistics agree."""
+    signed steps (the attack moves the same way) and the loss and its statistics agree. (EST's shift objective is
+    Euclidean under a similarity: see the next test.)"""
+    if loss_class is ESTLoss:
+        return
     model = Identity()
     results = []
     for distance in (CosineSimilarity(), HalfSquaredEuclidean()):
         loss = loss_class(model, distance=distance, margin=MARGIN, collect_stats=True, **ATTACK)
-        value = loss(model(HAND_IMAGES), HAND_LABELS, hand_indices())
-        results.append((value.item(), loss.pgd_steps, loss.separability, loss.mean_distance))
-    (cos_value, cos_steps, cos_sep, cos_mean), (sq_value, sq_steps, sq_sep, sq_mean) = results
-    assert cos_steps == sq_steps > 0
-    assert cos_value == pytest.approx(sq_value, abs=1e-9)
-    assert cos_sep == pytest.approx(sq_sep, abs=1e-9) and cos_mean == pytest.approx(sq_mean, abs=1e-9)
+        assert loss.distance is distance
+        calls = []
+        for _ in range(2):  # TrideLoss: CAP, then ANP
+            value = loss(model(HAND_IMAGES), HAND_LABELS, hand_indices())
+            calls.append((value.item(), loss.pgd_steps, loss.separability, loss.mean_distance, loss.embedding_shift))
+        results.append(calls)
+    for cosine, half_squared in zip(*results):
+        assert cosine[1] == half_squared[1]
+        assert cosine[0] > 0 and cosine[4] > 0
+        assert cosine == pytest.approx(half_squared, abs=1e-9)
+
+
+class Recording(Identity):
+    """Identity that keeps the images of its last forward pass (the loss's training forward of the attacked images)."""
+
+    def forward(self, x):
+        self.last_images = x.detach().clone()
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("perturb", ["unique", "per_triplet"])
+def test_est_attack_with_a_similarity_moves_as_with_the_euclidean_distance(perturb):
+    """EST maximises the Euclidean shift of the normalised embedding under a similarity too (1 - s has no gradient
+    at the clean embedding, where the attack starts): the attacked images are those of LpDistance."""
+    attacked = []
+    for distance in (CosineSimilarity(), LpDistance()):
+        model = Recording()
+        loss = ESTLoss(model, distance=distance, margin=MARGIN, perturb=perturb, collect_stats=True, **ATTACK)
+        loss(model(HAND_IMAGES), HAND_LABELS, hand_indices())
+        assert loss.pgd_steps == ATTACK["steps"]
+        attacked.append(model.last_images)
+    assert attacked[0].shape == attacked[1].shape
+    assert torch.equal(attacked[0], attacked[1])
+    # each attacked image lies within eps (L-inf) of its clean image, and the attack moved them
+    offsets = (attacked[0][:, None, :] - HAND_IMAGES[None, :, :]).abs().amax(dim=2).amin(dim=1)
+    assert offsets.max() <= ATTACK["eps"] + 1e-12 and offsets.max() > 0
 
 
 def test_a_defense_with_cosine_similarity_trains_on_digits(loss_class, tiny_model, digits_batch):
