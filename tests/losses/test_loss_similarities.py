@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 from pytorch_metric_learning import losses as pml_losses
-from pytorch_metric_learning.distances import CosineSimilarity, LpDistance
+from pytorch_metric_learning.distances import CosineSimilarity, DotProductSimilarity, LpDistance
 from pytorch_metric_learning.reducers import MeanReducer
 
 from pml_tride import ESTLoss, TrideLoss, TrideMiner, losses
@@ -122,3 +122,12 @@ def test_a_defense_with_cosine_similarity_trains_on_digits(loss_class, tiny_mode
         optimizer.step()
         assert math.isfinite(value.item())
         assert math.isfinite(loss.separability) and math.isfinite(loss.mean_distance)
+
+
+def test_an_unnormalised_dot_product_trains_but_its_distance_ratios_are_refused(loss_class):
+    model = Identity()
+    dot = DotProductSimilarity(normalize_embeddings=False)
+    loss = loss_class(model, distance=dot, margin=MARGIN, **ATTACK)
+    assert math.isfinite(loss(model(HAND_IMAGES), HAND_LABELS, hand_indices()).item())
+    with pytest.raises(ValueError, match="mean_pairwise_distance.*normalize_embeddings=False"):
+        loss_class(model, distance=dot, collect_stats=True, **ATTACK)(model(HAND_IMAGES), HAND_LABELS, hand_indices())
