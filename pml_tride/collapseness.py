@@ -11,6 +11,9 @@
   top-rank loss (Eq. 13).
 * :func:`separability`, :func:`mean_pairwise_distance`, :func:`embedding_shift` and :func:`entanglement`
   are the diagnostics of Section 4.3 and Table 5.
+* :func:`dissimilarity` is the one place where a PML similarity (``distance.is_inverted``: larger = closer) becomes
+  the dissimilarity 1 - s that every equation above is applied to, so that each keeps its sign (C > 0 signals
+  collapse) and the hinge is PML's ``distance.margin(ap, an) + margin``.
 """
 
 from __future__ import annotations
@@ -35,9 +38,32 @@ __all__ = [
     "mean_pairwise_distance",
     "embedding_shift",
     "entanglement",
+    "dissimilarity",
+    "SIMILARITY_OFFSET",
 ]
 
 WEIGHTINGS = ("paper", "reference")
+# A similarity s enters the equations as the dissimilarity SIMILARITY_OFFSET - s: for CosineSimilarity, 1 - cos,
+# half the squared Euclidean distance of the unit vectors. Differences (C, H, the hinge) do not depend on the offset.
+SIMILARITY_OFFSET = 1.0
+
+
+def dissimilarity(values: torch.Tensor, distance: Optional[BaseDistance] = None) -> torch.Tensor:
+    """``values`` of ``distance`` as a dissimilarity (smaller = closer): unchanged for a distance (or None), and
+    ``SIMILARITY_OFFSET - s`` for a similarity (``distance.is_inverted``, e.g. PML's ``CosineSimilarity``)."""
+    if distance is not None and distance.is_inverted:
+        return SIMILARITY_OFFSET - values
+    return values
+
+
+def check_bounded(distance: BaseDistance, name: str) -> None:
+    """Ratios of mean dissimilarities need them positive: refuse a similarity that does not normalise."""
+    if distance.is_inverted and not distance.normalize_embeddings:
+        raise ValueError(
+            f"{name} divides mean dissimilarities 1 - s, which need a similarity of unit vectors; got "
+            f"{type(distance).__name__}(normalize_embeddings=False). Use CosineSimilarity() or "
+            "DotProductSimilarity(normalize_embeddings=True)"
+        )
 
 
 def check_weighting(weighting: str) -> None:
@@ -61,13 +87,16 @@ def _check_distances(dists: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} contain NaN or Inf values")
 
 
-def weighted_distance(dists: torch.Tensor, lam: float = 10.0, weighting: str = "paper") -> torch.Tensor:
+def weighted_distance(
+    dists: torch.Tensor, lam: float = 10.0, weighting: str = "paper", distance: Optional[BaseDistance] = None
+) -> torch.Tensor:
     """Proximity-weighted mean distance d_w (Eq. 6-7), after checking its inputs (see
-    :func:`proximity_weighted_mean` for the formula)."""
+    :func:`proximity_weighted_mean` for the formula). With a similarity as ``distance``, ``dists`` are its values
+    s and the result is d_w of 1 - s (:func:`dissimilarity`)."""
     _check_distances(dists, "dists")
     check_lam(lam)
     check_weighting(weighting)
-    return proximity_weighted_mean(dists, lam, weighting)
+    return proximity_weighted_mean(dissimilarity(dists, distance), lam, weighting)
 
 
 def proximity_weighted_mean(dists: torch.Tensor, lam: float, weighting: str) -> torch.Tensor:
@@ -87,14 +116,19 @@ def proximity_weighted_mean(dists: torch.Tensor, lam: float, weighting: str) -> 
 
 
 def collapseness(
-    ap_dists: torch.Tensor, an_dists: torch.Tensor, lam: float = 10.0, weighting: str = "paper"
+    ap_dists: torch.Tensor,
+    an_dists: torch.Tensor,
+    lam: float = 10.0,
+    weighting: str = "paper",
+    distance: Optional[BaseDistance] = None,
 ) -> torch.Tensor:
-    """Collapseness C = d_w(A, P) - d_w(A, N) (Eq. 5); positive C signals an impending collapse."""
+    """Collapseness C = d_w(A, P) - d_w(A, N) (Eq. 5); positive C signals an impending collapse. With a similarity
+    as ``distance``, the inputs are its values s and C is computed on 1 - s (:func:`dissimilarity`)."""
     _check_distances(ap_dists, "ap_dists")
     _check_distances(an_dists, "an_dists")
     check_lam(lam)
     check_weighting(weighting)
-    return weighted_collapseness(ap_dists, an_dists, lam, weighting)
+    return weighted_collapseness(dissimilarity(ap_dists, distance), dissimilarity(an_dists, distance), lam, weighting)
 
 
 def weighted_collapseness(ap_dists: torch.Tensor, an_dists: torch.Tensor, lam: float, weighting: str) -> torch.Tensor:
@@ -102,11 +136,14 @@ def weighted_collapseness(ap_dists: torch.Tensor, an_dists: torch.Tensor, lam: f
     return proximity_weighted_mean(ap_dists, lam, weighting) - proximity_weighted_mean(an_dists, lam, weighting)
 
 
-def hardness(ap_dists: torch.Tensor, an_dists: torch.Tensor) -> torch.Tensor:
-    """Hardness H = d(A, P) - d(A, N) with d the mean distance over the triplets (Eq. 2)."""
+def hardness(
+    ap_dists: torch.Tensor, an_dists: torch.Tensor, distance: Optional[BaseDistance] = None
+) -> torch.Tensor:
+    """Hardness H = d(A, P) - d(A, N) with d the mean distance over the triplets (Eq. 2); with a similarity as
+    ``distance``, the inputs are its values s and H = mean s(A, N) - mean s(A, P) (:func:`dissimilarity`)."""
     _check_distances(ap_dists, "ap_dists")
     _check_distances(an_dists, "an_dists")
-    return mean_hardness(ap_dists, an_dists)
+    return mean_hardness(dissimilarity(ap_dists, distance), dissimilarity(an_dists, distance))
 
 
 def mean_hardness(ap_dists: torch.Tensor, an_dists: torch.Tensor) -> torch.Tensor:
@@ -120,20 +157,31 @@ def triplet_hinge(ap_dists: torch.Tensor, an_dists: torch.Tensor, margin: float)
     return torch.relu(ap_dists - an_dists + margin)
 
 
-def separability(ap_dists: torch.Tensor, an_dists: torch.Tensor, mean_distance: torch.Tensor) -> torch.Tensor:
-    """Separability (d(a, n) - d(a, p)) / d_bar of Section 4.3, with d_bar the mean pairwise distance."""
-    return -hardness(ap_dists, an_dists) / mean_distance
+def separability(
+    ap_dists: torch.Tensor,
+    an_dists: torch.Tensor,
+    mean_distance: torch.Tensor,
+    distance: Optional[BaseDistance] = None,
+) -> torch.Tensor:
+    """Separability (d(a, n) - d(a, p)) / d_bar of Section 4.3, with d_bar the mean pairwise distance
+    (:func:`mean_pairwise_distance` with the same ``distance``). With a similarity as ``distance``, ``ap_dists`` and
+    ``an_dists`` are its values s and d is 1 - s (:func:`dissimilarity`)."""
+    if distance is not None:
+        check_bounded(distance, "separability")
+    return -hardness(ap_dists, an_dists, distance) / mean_distance
 
 
 def mean_pairwise_distance(embeddings: torch.Tensor, distance: Optional[BaseDistance] = None) -> torch.Tensor:
     """Mean distance over all pairs i != j of a batch (d_bar of Section 4.3).
 
-    ``distance`` defaults to PML's ``LpDistance(normalize_embeddings=True, p=2)``.
+    ``distance`` defaults to PML's ``LpDistance(normalize_embeddings=True, p=2)``; a similarity of unit vectors
+    (e.g. ``CosineSimilarity``) gives the mean of 1 - s (:func:`dissimilarity`).
     """
     if embeddings.dim() != 2 or embeddings.shape[0] < 2:
         raise ValueError(f"embeddings must have shape (N >= 2, D), got {tuple(embeddings.shape)}")
     distance = LpDistance(normalize_embeddings=True, p=2) if distance is None else distance
-    matrix = distance(embeddings)
+    check_bounded(distance, "mean_pairwise_distance")
+    matrix = dissimilarity(distance(embeddings), distance)
     off_diagonal = ~torch.eye(len(embeddings), dtype=torch.bool, device=embeddings.device)
     return matrix[off_diagonal].mean()
 
@@ -154,13 +202,15 @@ def embedding_shift(clean: torch.Tensor, adversarial: torch.Tensor, normalize: b
 def entanglement(
     embeddings: torch.Tensor, labels: torch.Tensor, distance: Optional[BaseDistance] = None
 ) -> torch.Tensor:
-    """Entanglement d_intra / d_inter (Table 5): mean same-class over mean different-class distance."""
+    """Entanglement d_intra / d_inter (Table 5): mean same-class over mean different-class distance; a similarity
+    of unit vectors (e.g. ``CosineSimilarity``) is compared as 1 - s (:func:`dissimilarity`)."""
     if embeddings.dim() != 2 or labels.shape != (embeddings.shape[0],):
         raise ValueError(
             f"embeddings must be (N, D) and labels (N,), got {tuple(embeddings.shape)} and {tuple(labels.shape)}"
         )
     distance = LpDistance(normalize_embeddings=True, p=2) if distance is None else distance
-    matrix = distance(embeddings)
+    check_bounded(distance, "entanglement")
+    matrix = dissimilarity(distance(embeddings), distance)
     same = labels[:, None] == labels[None, :]
     off_diagonal = ~torch.eye(len(embeddings), dtype=torch.bool, device=embeddings.device)
     intra, inter = matrix[same & off_diagonal], matrix[~same]

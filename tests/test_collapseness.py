@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from pytorch_metric_learning.distances import CosineSimilarity, DotProductSimilarity, LpDistance
 
 from pml_tride.collapseness import (
     collapseness,
@@ -15,6 +16,8 @@ from pml_tride.collapseness import (
     weighted_collapseness,
     weighted_distance,
 )
+
+from triplet_loops import loop_similarity, loop_similarity_weighted_mean
 
 AP = [0.31, 0.52, 0.47, 0.95, 0.22]
 AN = [0.61, 0.44, 0.83, 0.72, 0.35]
@@ -117,3 +120,57 @@ def test_diagnostics_match_loops():
 def test_bad_inputs_raise(call, name):
     with pytest.raises(ValueError, match=name):
         call()
+
+
+# ---------------------------------------------------------------- similarities: Eq. 2, 5-7 on 1 - s
+
+COS_AP = [0.91, 0.35, 0.62, -0.20, 0.77]
+COS_AN = [0.45, 0.88, 0.10, 0.52, -0.61]
+
+
+@pytest.mark.parametrize("lam", [0.0, 3.0, 10.0])
+def test_collapseness_of_a_similarity_is_eq5_on_one_minus_s(lam):
+    cosine = CosineSimilarity()
+    expected = loop_similarity_weighted_mean(COS_AP, lam) - loop_similarity_weighted_mean(COS_AN, lam)
+    assert collapseness(t(COS_AP), t(COS_AN), lam=lam, distance=cosine).item() == pytest.approx(expected, abs=1e-12)
+    assert weighted_distance(t(COS_AP), lam=lam, distance=cosine).item() == pytest.approx(
+        loop_similarity_weighted_mean(COS_AP, lam), abs=1e-12)
+    # the sign convention of PML's distance.margin(ap, an): H = mean s(A, N) - mean s(A, P)
+    assert hardness(t(COS_AP), t(COS_AN), distance=cosine).item() == pytest.approx(
+        sum(COS_AN) / 5 - sum(COS_AP) / 5, abs=1e-12)
+
+
+def test_a_collapsing_batch_has_positive_collapseness_under_both_conventions():
+    generator = torch.Generator().manual_seed(0)
+    anchors, positives, negatives = (torch.randn(8, 4, generator=generator, dtype=torch.float64) for _ in range(3))
+    negatives = anchors + 0.05 * negatives  # every negative next to its anchor: collapse
+    for distance in (LpDistance(), CosineSimilarity()):
+        ap = distance.pairwise_distance(distance.maybe_normalize(anchors), distance.maybe_normalize(positives))
+        an = distance.pairwise_distance(distance.maybe_normalize(anchors), distance.maybe_normalize(negatives))
+        assert collapseness(ap, an, distance=distance) > 0
+        assert hardness(ap, an, distance=distance) > 0
+        assert separability(ap, an, mean_pairwise_distance(torch.cat([anchors, positives]), distance),
+                            distance=distance) < 0
+
+
+def test_mean_distance_and_entanglement_of_a_similarity_use_one_minus_s():
+    generator = torch.Generator().manual_seed(1)
+    embeddings = torch.randn(6, 3, generator=generator, dtype=torch.float64)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    rows = embeddings.tolist()
+    pairs = [(i, j) for i in range(6) for j in range(6) if i != j]
+    dissimilar = {(i, j): 1 - loop_similarity(rows[i], rows[j]) for i, j in pairs}
+    mean = sum(dissimilar.values()) / len(pairs)
+    intra = [v for (i, j), v in dissimilar.items() if labels[i] == labels[j]]
+    inter = [v for (i, j), v in dissimilar.items() if labels[i] != labels[j]]
+    for similarity in (CosineSimilarity(), DotProductSimilarity()):  # both normalise by default
+        assert mean_pairwise_distance(embeddings, similarity).item() == pytest.approx(mean, abs=1e-12)
+        assert entanglement(embeddings, labels, similarity).item() == pytest.approx(
+            (sum(intra) / len(intra)) / (sum(inter) / len(inter)), abs=1e-12)
+    unnormalised = DotProductSimilarity(normalize_embeddings=False)
+    with pytest.raises(ValueError, match="entanglement.*unit vectors.*normalize_embeddings=False"):
+        entanglement(embeddings, labels, unnormalised)
+    with pytest.raises(ValueError, match="mean_pairwise_distance.*unit vectors"):
+        mean_pairwise_distance(embeddings, unnormalised)
+    with pytest.raises(ValueError, match="separability.*unit vectors"):
+        separability(t(COS_AP), t(COS_AN), torch.tensor(1.0), distance=unnormalised)

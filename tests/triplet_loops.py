@@ -1,7 +1,8 @@
 """Plain-Python re-derivations shared by the baseline-loss tests (importable: tests/ is on pytest's pythonpath).
 
 Embeddings are lists of floats; distances follow PML's LpDistance(normalize_embeddings=True) with
-F.pairwise_distance's +1e-6; PGD is re-derived with a central finite-difference sign gradient.
+F.pairwise_distance's +1e-6, similarities PML's CosineSimilarity (the ``loop_similarity*`` helpers); PGD is
+re-derived with a central finite-difference sign gradient.
 """
 
 import math
@@ -123,3 +124,20 @@ def hand_forward_sizes(loss_class, **kwargs):
     seen.clear()
     loss(embeddings, HAND_LABELS, hand_indices())
     return seen
+def loop_similarity(u, v):
+    """cos(u, v) = u/|u| . v/|v| (PML's CosineSimilarity, larger = closer)."""
+    nu = math.sqrt(sum(x * x for x in u))
+    nv = math.sqrt(sum(x * x for x in v))
+    return sum(a / nu * b / nv for a, b in zip(u, v))
+
+
+def loop_similarity_hinge(a, p, n, margin):
+    """PML's TripletMarginLoss violation for a similarity: max(s(a, n) - s(a, p) + margin, 0)."""
+    return max(loop_similarity(a, n) - loop_similarity(a, p) + margin, 0.0)
+
+
+def loop_similarity_weighted_mean(similarities, lam):
+    """d_w (Eq. 6-7) of the dissimilarities 1 - s: weights exp(-lam (max_j s_j - s_i)), the closest pair weighs 1."""
+    closest = max(similarities)
+    weights = [math.exp(-lam * (closest - s)) for s in similarities]
+    return sum(w * (1 - s) for w, s in zip(weights, similarities)) / sum(weights)

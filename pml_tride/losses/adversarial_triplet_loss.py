@@ -21,7 +21,7 @@ from pytorch_metric_learning.utils import common_functions as c_f
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from torch import nn
 
-from ..collapseness import triplet_hinge
+from ..collapseness import dissimilarity, triplet_hinge
 from ..pgd import PGDResult
 from ..schedules import check_epoch, progressive_alpha
 from ..validation import check_choice, check_instance, check_number
@@ -93,6 +93,8 @@ class AdversarialTripletLoss(DefenseStats, AttackPasses, BaseMetricLossFunction)
             112 images, run in one pass, and only dense miners' tens of thousands of copies are chunked).
             The attack's result does not depend on it; see :meth:`training_embeddings` for BatchNorm.
         distance, reducer, collect_stats, embedding_regularizer, embedding_reg_weight: PML's loss arguments.
+            ``distance`` may be a similarity (``CosineSimilarity``, ``DotProductSimilarity``), as in PML's
+            ``TripletMarginLoss``: see :meth:`pair_distances`.
     """
 
     # Defaults of shared arguments that differ from SHARED_DEFAULTS for this defense.
@@ -134,11 +136,6 @@ class AdversarialTripletLoss(DefenseStats, AttackPasses, BaseMetricLossFunction)
         if len(input_range) != 2 or not input_range[0] < input_range[1]:
             raise ValueError(f"input_range must be (low, high) with low < high, got {input_range!r}")
         check_number("attack_batch_size", shared["attack_batch_size"], minimum=1, integer=True, optional=True)
-        if self.distance.is_inverted:
-            raise ValueError(
-                f"{type(self).__name__} needs a distance (smaller = closer), got the similarity "
-                f"{type(self.distance).__name__}; use e.g. LpDistance(normalize_embeddings=True, p=2)"
-            )
         self._model_reference = ModelReference(model)
         self.margin, self.eps, self.alpha, self.steps = margin, eps, alpha, steps
         self.progressive_alpha = shared["progressive_alpha"]
@@ -302,7 +299,9 @@ class AdversarialTripletLoss(DefenseStats, AttackPasses, BaseMetricLossFunction)
 
     # ----------------------------------------------------------------- shared machinery for subclasses
     def pair_distances(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-        """Row-wise distances d(first_i, second_i) with the injected PML distance."""
+        """Row-wise distances d(first_i, second_i) with the injected PML distance; a similarity s (``is_inverted``)
+        gives the dissimilarity 1 - s (:func:`pml_tride.collapseness.dissimilarity`), so that every equation of
+        the defenses keeps its sign and the hinge is PML's ``distance.margin(ap, an) + margin``."""
         return self.normalized_pair_distances(self.normalized(first), self.normalized(second))
 
     def normalized(self, embeddings: torch.Tensor) -> torch.Tensor:
@@ -311,8 +310,8 @@ class AdversarialTripletLoss(DefenseStats, AttackPasses, BaseMetricLossFunction)
         return self.distance.maybe_normalize(embeddings)
 
     def normalized_pair_distances(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-        """Row-wise distances of embeddings already passed through :meth:`normalized`."""
-        return self.distance.pairwise_distance(first, second)
+        """Row-wise distances (1 - s for a similarity) of embeddings already passed through :meth:`normalized`."""
+        return dissimilarity(self.distance.pairwise_distance(first, second), self.distance)
 
     def triplet_losses(self, anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
         """Per-triplet hinge max(d(a, p) - d(a, n) + margin, 0) (Eq. 1)."""

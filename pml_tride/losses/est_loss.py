@@ -7,6 +7,7 @@ from types import MappingProxyType
 from typing import Any, Dict, Optional
 
 import torch
+import torch.nn.functional as F
 from pytorch_metric_learning.miners import BaseMiner
 from pytorch_metric_learning.utils import common_functions as c_f
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
@@ -61,7 +62,13 @@ class ESTLoss(AdversarialTripletLoss):
 
     # ----------------------------------------------------------------- the adversarial objective
     def embedding_shift_loss(self, adversarial: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
-        """-mean_j d(f(x'_j), f(x_j)): minimised, it maximises the embedding shift (robrank advrank_loss.py)."""
+        """-mean_j d(f(x'_j), f(x_j)): minimised, it maximises the embedding shift (robrank advrank_loss.py).
+
+        With a similarity as the distance, d is the Euclidean distance of the embeddings as the similarity compares
+        them (``F.pairwise_distance``, as robrank's ``embShift``): 1 - s is stationary at the clean embedding, where
+        the attack starts, so its first step would have no gradient and the attack could not move."""
+        if self.distance.is_inverted:
+            return -F.pairwise_distance(self.normalized(adversarial), self.normalized(clean)).mean()
         return -self.pair_distances(adversarial, clean).mean()
 
     def _objective(self, inputs: torch.Tensor, perturbation: PerturbationSet) -> Objective:

@@ -59,7 +59,8 @@ class TrideLoss(AdversarialTripletLoss):
             epoch total_epochs / 4 on, each step minimises g while g > 0 and -g once g <= 0, for all steps);
             needs :meth:`set_epoch`. Not defined for ``awareness="none"`` or ``variant="reference"``.
         collapseness_reducer: the :class:`CollapsenessReducer` computing d_w; defaults to one with ``lam`` and the
-            variant's weighting.
+            variant's weighting. Its ``distance`` stays None: the loss hands it dissimilarities (1 - s when the
+            loss's ``distance`` is a similarity).
         **kwargs: the shared arguments (see :class:`AdversarialTripletLoss`), with the base defaults (Section 4.1:
             eps 8/255, alpha 1/255, at most 16 steps; progressive alpha of Appendix C, which needs
             :meth:`set_epoch`; ``perturb="per_triplet"`` gives the released code's copies).
@@ -94,6 +95,11 @@ class TrideLoss(AdversarialTripletLoss):
         check_number("beta_tr", beta_tr, minimum=0)
         check_instance("collapseness_reducer", collapseness_reducer, CollapsenessReducer, "a CollapsenessReducer",
                        optional=True)
+        if collapseness_reducer is not None and collapseness_reducer.distance is not None:
+            raise ValueError(
+                "TrideLoss hands its collapseness_reducer dissimilarities already (1 - s for a similarity): build "
+                "the reducer without a distance and pass the distance to TrideLoss"
+            )
         self.with_top_rank_loss = top_rank and gamma > 0
         initial_lam, adaptive_lambda = resolve_lam(lam)
         super().__init__(model, **kwargs)

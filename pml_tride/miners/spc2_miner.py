@@ -6,6 +6,7 @@ from typing import Any, Optional, Tuple
 
 import torch
 
+from ..collapseness import dissimilarity
 from .seeded_miner import SeededMiner
 
 __all__ = ["SPC2Miner", "spc2_anchor_rows"]
@@ -38,16 +39,12 @@ class SPC2Miner(SeededMiner):
 
     Args:
         seed: seed of the miner's own generator (None: torch's global RNG). Its state is in ``state_dict()``.
-        **kwargs: PML miner arguments (``distance``, ``collect_stats``). The distance must not be a similarity.
+        **kwargs: PML miner arguments (``distance``, ``collect_stats``). A similarity (``is_inverted``) is compared
+            as the dissimilarity 1 - s (:func:`pml_tride.collapseness.dissimilarity`): larger = closer.
     """
 
     def __init__(self, seed: Optional[int] = None, **kwargs: Any) -> None:
         super().__init__(seed=seed, **kwargs)
-        if self.distance.is_inverted:
-            raise ValueError(
-                f"{type(self).__name__} needs a distance (smaller = closer), got the similarity "
-                f"{type(self.distance).__name__}"
-            )
         self.add_to_recordable_attributes(list_of_names=["pos_pair_dist", "neg_pair_dist"], is_stat=True)
 
     def select(
@@ -69,7 +66,7 @@ class SPC2Miner(SeededMiner):
         same_label = ~other_label
         same_label[rows, anchors] = False
         distances = self.distance(embeddings[anchors], embeddings)
-        positives, negatives = self.select(anchors, same_label, other_label, distances)
+        positives, negatives = self.select(anchors, same_label, other_label, dissimilarity(distances, self.distance))
         if self.collect_stats and len(anchors) > 0:
             self.pos_pair_dist = distances[rows, positives].mean().item()
             self.neg_pair_dist = distances[rows, negatives].mean().item()

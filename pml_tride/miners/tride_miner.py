@@ -6,6 +6,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
+from ..collapseness import dissimilarity
 from ..schedules import SCHEDULES, check_epoch, semi_hard_band
 from ..validation import check_choice, check_number
 from .seeded_miner import SeededMiner
@@ -36,7 +37,8 @@ class TrideMiner(SeededMiner):
         triplets_per_anchor: draws per anchor.
         anchors: "all" or "spc2" (see above).
         seed: seed of the miner's own generator (None: torch's global RNG). Its state is in ``state_dict()``.
-        **kwargs: PML miner arguments (``distance``, ``collect_stats``). The distance must not be a similarity.
+        **kwargs: PML miner arguments (``distance``, ``collect_stats``). A similarity s (``is_inverted``) is mined
+            on 1 - s (:func:`pml_tride.collapseness.dissimilarity`): the band is s(a, p) - eta < s(a, n) < s(a, p).
     """
 
     def __init__(
@@ -53,10 +55,6 @@ class TrideMiner(SeededMiner):
         check_choice("schedule", schedule, SCHEDULES)
         check_number("triplets_per_anchor", triplets_per_anchor, minimum=1, integer=True)
         check_choice("anchors", anchors, ANCHOR_MODES)
-        if self.distance.is_inverted:
-            raise ValueError(
-                f"TrideMiner needs a distance (smaller = closer), got the similarity {type(self.distance).__name__}"
-            )
         self.margin, self.schedule, self.triplets_per_anchor = margin, schedule, triplets_per_anchor
         self.anchors = anchors
         self.epoch, self.total_epochs = 0, 1
@@ -105,7 +103,7 @@ class TrideMiner(SeededMiner):
             fixed_positives = None
         eta = self.current_eta
         positive_mask, negative_mask = positive_mask[anchors], negative_mask[anchors]
-        anchor_distances = distances[anchors]
+        anchor_distances = dissimilarity(distances[anchors], self.distance)
         rows = torch.arange(len(anchors), device=distances.device)
         triplets, fallbacks = [], 0
         for _ in range(self.triplets_per_anchor):

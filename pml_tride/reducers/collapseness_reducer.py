@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
+from pytorch_metric_learning.distances import BaseDistance
 from pytorch_metric_learning.reducers import BaseReducer
 
 from ..collapseness import (
     check_distance_shape,
     check_lam,
     check_weighting,
+    dissimilarity,
     proximity_weighted_mean,
     weighted_collapseness,
     weighted_distance,
 )
+from ..validation import check_instance
 
 __all__ = ["CollapsenessReducer"]
 
@@ -33,13 +36,19 @@ class CollapsenessReducer(BaseReducer):
     Args:
         lam: attention factor lambda (Eq. 7); 0 gives the plain mean (hardness, Eq. 2).
         weighting: "paper" (Eq. 7, closer pairs weigh more) or "reference" (the released code's softmax).
+        distance: the PML distance whose values are reduced (None: a distance). With a similarity
+            (``is_inverted``, e.g. ``CosineSimilarity``) the values s are reduced as the dissimilarities 1 - s
+            (:func:`pml_tride.collapseness.dissimilarity`), so d_w is that of 1 - s and C keeps its sign.
     """
 
-    def __init__(self, lam: float = 10.0, weighting: str = "paper", **kwargs: Any) -> None:
+    def __init__(
+        self, lam: float = 10.0, weighting: str = "paper", distance: Optional[BaseDistance] = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         check_lam(lam)
         check_weighting(weighting)
-        self.lam, self.weighting = lam, weighting
+        check_instance("distance", distance, BaseDistance, "a PML distance or similarity", optional=True)
+        self.lam, self.weighting, self.distance = lam, weighting, distance
         self.add_to_recordable_attributes(list_of_names=["lam"], is_stat=False)
         self.add_to_recordable_attributes(name="weighted_distance", is_stat=True)
 
@@ -47,18 +56,19 @@ class CollapsenessReducer(BaseReducer):
         """d_w of ``values`` (Eq. 6-7). Checks the shape only, not finiteness (that would read ``values`` back to
         the host; ``TrideLoss`` calls this in every attack step and the PGD engine checks the attack once)."""
         check_distance_shape(values, "values")
-        return proximity_weighted_mean(values, self.lam, self.weighting)
+        return proximity_weighted_mean(dissimilarity(values, self.distance), self.lam, self.weighting)
 
     def collapseness(self, ap_dists: torch.Tensor, an_dists: torch.Tensor) -> torch.Tensor:
         """C = d_w(A, P) - d_w(A, N) (Eq. 5), shapes checked only (see :meth:`weighted_mean`)."""
         check_distance_shape(ap_dists, "ap_dists")
         check_distance_shape(an_dists, "an_dists")
-        return weighted_collapseness(ap_dists, an_dists, self.lam, self.weighting)
+        return weighted_collapseness(dissimilarity(ap_dists, self.distance), dissimilarity(an_dists, self.distance),
+                                     self.lam, self.weighting)
 
     def _reduce(self, losses: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
         if len(losses) == 0:
             return self.zero_loss(embeddings)
-        reduced = weighted_distance(losses, self.lam, self.weighting)
+        reduced = weighted_distance(losses, self.lam, self.weighting, self.distance)
         if self.collect_stats:
             self.weighted_distance = reduced.item()
         return reduced

@@ -15,7 +15,7 @@ from pml_tride import ACTLoss, ESTLoss, HMLoss, TrideTrainer, losses
 from pml_tride.losses.adversarial_triplet_loss import BASE_STAT_NAMES, SHARED_DEFAULTS, AdversarialTripletLoss
 
 from tiny_models import tiny_cnn
-from triplet_loops import HAND_TRIPLETS, hand_indices, loop_hinge
+from triplet_loops import HAND_TRIPLETS, hand_indices, loop_hinge, loop_similarity_hinge
 
 # Every defense pml_tride.losses exports: a new one is held to the contract as soon as it is exported.
 LOSS_CLASSES = [value for value in map(losses.__dict__.get, losses.__all__)
@@ -26,9 +26,17 @@ FAST = {"eps": 0.1, "alpha": 0.02, "steps": 2, "progressive_alpha": False}
 MARGIN = 0.2
 
 
-@pytest.fixture(params=LOSS_CLASSES, ids=lambda loss_class: loss_class.__name__)
+def with_cosine_similarity(loss_class):
+    """``loss_class`` whose default distance is PML's CosineSimilarity: the contract holds for similarities too."""
+    return type(loss_class.__name__, (loss_class,),
+                {"__doc__": loss_class.__doc__, "get_default_distance": lambda self: CosineSimilarity()})
+
+
+@pytest.fixture(params=[(loss_class, similarity) for loss_class in LOSS_CLASSES for similarity in (False, True)],
+                ids=lambda param: param[0].__name__ + ("-cosine" if param[1] else ""))
 def loss_class(request):
-    return request.param
+    loss_class, similarity = request.param
+    return with_cosine_similarity(loss_class) if similarity else loss_class
 
 
 def loss_value(loss, model, images, labels, indices=None):
@@ -81,9 +89,7 @@ def test_invalid_shared_arguments_name_the_argument(loss_class, identity_model, 
         loss_class(identity_model, **kwargs)
 
 
-def test_similarity_distance_and_non_module_rejected(loss_class, identity_model):
-    with pytest.raises(ValueError, match="similarity"):
-        loss_class(identity_model, distance=CosineSimilarity())
+def test_non_module_rejected(loss_class, identity_model):
     with pytest.raises(TypeError, match="nn.Module"):
         loss_class(lambda x: x)
 
@@ -157,7 +163,8 @@ def test_without_attack_the_loss_is_the_clean_triplet_loss_and_no_forward(loss_c
     if epoch is not None:
         loss.set_epoch(epoch, 10)
     rows = images.tolist()
-    expected = sum(loop_hinge(rows[a], rows[p], rows[n], MARGIN) for a, p, n in HAND_TRIPLETS)
+    hinge = loop_similarity_hinge if loss.distance.is_inverted else loop_hinge
+    expected = sum(hinge(rows[a], rows[p], rows[n], MARGIN) for a, p, n in HAND_TRIPLETS)
     embeddings = identity_model(images)
     calls = []
     identity_model.register_forward_hook(lambda *args: calls.append(1))
@@ -269,7 +276,7 @@ def test_trains_in_a_plain_loop_and_in_the_trainers(loss_class, tiny_model, digi
         )
         trainer.train(num_epochs=1)
     row = trainer.history[-1]
-    if loss_class in (ESTLoss, ACTLoss):
+    if issubclass(loss_class, (ESTLoss, ACTLoss)):
         assert row["pgd_steps"] == FAST["steps"]  # no early stop (other defenses may stop)
     assert set(trainer_loss.stat_names) <= set(row)  # TrideTrainer logs what the loss records
     assert all(math.isfinite(row[name]) for name in trainer_loss.stat_names)

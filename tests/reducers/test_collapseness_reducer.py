@@ -2,8 +2,11 @@ import math
 
 import pytest
 import torch
+from pytorch_metric_learning.distances import CosineSimilarity, LpDistance
 
-from pml_tride import CollapsenessReducer
+from pml_tride import CollapsenessReducer, TrideLoss
+
+from triplet_loops import Identity, loop_similarity_weighted_mean
 
 
 def loop_weighted(values, lam, weighting):
@@ -51,3 +54,26 @@ def test_invalid_arguments():
         CollapsenessReducer(lam=-1)
     with pytest.raises(ValueError, match="weighting"):
         CollapsenessReducer(weighting="softmin")
+
+
+@pytest.mark.parametrize("reduction_type", ["pos_pair", "neg_pair", "element"])
+def test_similarities_are_reduced_as_one_minus_s(reduction_type):
+    similarities = torch.tensor([0.9, -0.3, 0.55, 0.7], dtype=torch.float64)
+    reducer = CollapsenessReducer(lam=3.0, distance=CosineSimilarity())
+    reduced = reducer(loss_dict(similarities, reduction_type), torch.zeros(4, 2, dtype=torch.float64), torch.zeros(4))
+    expected = loop_similarity_weighted_mean(similarities.tolist(), 3.0)
+    assert reduced.item() == pytest.approx(expected, abs=1e-12)
+    assert reducer.weighted_mean(similarities).item() == pytest.approx(expected, abs=1e-12)
+    assert reducer.collapseness(similarities, similarities.flip(0)).item() == pytest.approx(
+        expected - loop_similarity_weighted_mean(similarities.flip(0).tolist(), 3.0), abs=1e-12)
+    # a distance is reduced as it is
+    assert CollapsenessReducer(lam=3.0, distance=LpDistance()).weighted_mean(similarities).item() == pytest.approx(
+        loop_weighted(similarities.tolist(), 3.0, "paper"))
+
+
+def test_a_distance_that_is_not_a_pml_distance_and_a_reducer_with_a_distance_in_tride_loss_are_refused():
+    with pytest.raises(TypeError, match="distance must be a PML distance or similarity"):
+        CollapsenessReducer(distance="cosine")
+    with pytest.raises(ValueError, match="without a distance"):
+        TrideLoss(Identity(), distance=CosineSimilarity(),
+                  collapseness_reducer=CollapsenessReducer(distance=CosineSimilarity()))
