@@ -100,6 +100,7 @@ class AdversarialLoss(AdversarialInputLoss):
         collect_stats: PML's record-keeping of :data:`ADVERSARIAL_LOSS_STAT_NAMES`.
     """
 
+    # each distinct image of the tuples is perturbed once (read by the attack's memory check)
     perturb = "unique"
 
     def __init__(
@@ -177,7 +178,7 @@ class AdversarialLoss(AdversarialInputLoss):
     ) -> Objective:
         """-L(batch) with the iterate's embeddings in ``rows`` and the clean eval-mode embeddings elsewhere
         (the engine minimises it); with the collapse-aware stop, appends each iterate's C to ``collapseness``."""
-        clean = torch.zeros_like(embeddings, requires_grad=False)
+        clean = torch.zeros_like(embeddings.detach())
         kept = torch.ones(len(embeddings), dtype=torch.bool, device=embeddings.device)
         kept[rows] = False
         if kept.any():

@@ -15,6 +15,7 @@ from tiny_models import tiny_cnn  # noqa: E402
 
 RANK_BATCH = 8
 STEPS = 3
+ATTACK_STEPS = 3
 SEED = 0
 
 
@@ -24,7 +25,7 @@ def build_model():
 
 
 def build_loss(model, awareness, loss_class=AdversarialLoss):
-    return loss_class(losses.ContrastiveLoss(), model, eps=0.1, alpha=0.03, steps=3, progressive_alpha=False,
+    return loss_class(losses.ContrastiveLoss(), model, eps=0.1, alpha=0.03, steps=ATTACK_STEPS, progressive_alpha=False,
                       awareness=awareness, collect_stats=True)
 
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 import torch
-from adversarial_loss_reference import RANK_BATCH, STEPS, batch, build_loss, build_model, rank_tuples
+from adversarial_loss_reference import ATTACK_STEPS, RANK_BATCH, STEPS, batch, build_loss, build_model, rank_tuples
 from distributed_helpers import run_group
 
 from pml_tride import AdversarialLoss
@@ -60,7 +60,7 @@ def test_unequal_tuple_counts_train_in_step_and_match_the_mean_gradient(group_re
     steps = [rank["pgd_steps"] for rank in ranks]
     assert steps[1][0] == 0  # rank 1 had no tuple at step 0
     if awareness == "none":
-        assert steps[0] == [3] * STEPS
+        assert steps[0] == [ATTACK_STEPS] * STEPS
     else:  # the collapse-aware stop ends the ranks' attacks after different numbers of steps
         assert steps[0] != steps[1]
     for name, value in ranks[0]["final"].items():
