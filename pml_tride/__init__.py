@@ -10,7 +10,7 @@ from .collapseness import (
     separability,
     weighted_distance,
 )
-from .losses import ACTLoss, AdversarialTripletLoss, ESTLoss, HMLoss, TrideLoss
+from .losses import ACTLoss, AdversarialInputLoss, AdversarialLoss, AdversarialTripletLoss, ESTLoss, HMLoss, TrideLoss
 from .miners import SPC2RandomMiner, SPC2SoftHardMiner, TrideMiner
 from .pgd import PGDResult, projected_gradient_descent
 from .reducers import CollapsenessReducer
@@ -21,6 +21,8 @@ __version__ = "0.1.0"
 __all__ = [
     "ACTLoss",
     "AdaptiveLambda",
+    "AdversarialInputLoss",
+    "AdversarialLoss",
     "AdversarialTripletLoss",
     "CollapsenessReducer",
     "ESTLoss",

@@ -1,18 +1,18 @@
 """Base class of every input-space adversarial triplet defense in pml-tride: the defense contract.
 
-It owns what all defenses share: the shared arguments and their defaults, validating inputs, the PML entry
-points, the epoch and the state that a resumed run needs, the per-triplet margin loss, the loss dict and the
-statistics. The images behind the embeddings come from :mod:`.input_capture`, the perturbed set from
-:mod:`.perturbation_set`, and the model passes (the one PGD engine, chunked forwards) from :mod:`.attack_passes`.
+It owns what the triplet defenses share on top of :class:`~pml_tride.losses.AdversarialInputLoss` (the attack's
+arguments, the model, the input capture, the epoch and state, the PML entry point, one attack and its training
+forward): the shared arguments and their defaults, the triplets of a call, the per-triplet margin loss, the loss
+dict and the statistics (:mod:`.defense_stats`). The perturbed set comes from :mod:`.perturbation_set`, and the
+model passes (the one PGD engine, chunked forwards) from :mod:`.attack_passes`.
 Subclasses implement :meth:`AdversarialTripletLoss.compute_adversarial_loss`.
 """
 
 from __future__ import annotations
 
 import inspect
-import warnings
 from types import MappingProxyType
-from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 from pytorch_metric_learning.losses import BaseMetricLossFunction
@@ -22,12 +22,10 @@ from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from torch import nn
 
 from ..collapseness import dissimilarity, triplet_hinge
-from ..pgd import PGDResult
-from ..schedules import check_epoch, progressive_alpha
-from ..validation import check_choice, check_instance, check_number
-from .attack_passes import DEFAULT_CHUNK_BATCHES, AttackPasses
+from ..validation import check_choice, check_number
+from .adversarial_input_loss import ATTACK_ARGUMENTS, AdversarialInputLoss
+from .attack_passes import DEFAULT_CHUNK_BATCHES
 from .defense_stats import BASE_STAT_NAMES, DefenseStats
-from .input_capture import InputCapture, ModelReference
 from .perturbation_set import PERTURB_MODES, AttackedBatch, Objective, PerturbationSet, Triplets
 from .triplet_diagnostics import diagnostic_stat_names
 
@@ -63,7 +61,7 @@ def _pml_loss_arguments() -> Tuple[str, ...]:
 PML_LOSS_ARGUMENTS = _pml_loss_arguments()
 
 
-class AdversarialTripletLoss(DefenseStats, AttackPasses, BaseMetricLossFunction):
+class AdversarialTripletLoss(DefenseStats, AdversarialInputLoss):
     """Adversarial training on mined triplets, as a PML loss.
 
     The defense contract: a subclass declares only its own arguments and passes the shared ones below through
@@ -125,115 +123,23 @@ class AdversarialTripletLoss(DefenseStats, AttackPasses, BaseMetricLossFunction)
                 f"{type(self).__name__} got unknown keyword arguments {unknown}; shared arguments: "
                 f"{tuple(SHARED_DEFAULTS)}, PML loss arguments: {PML_LOSS_ARGUMENTS}, and the defense's own"
             )
-        super().__init__(**kwargs)
-        check_instance("model", model, nn.Module, "a torch.nn.Module mapping images to embeddings")
-        margin, eps, alpha, steps = shared["margin"], shared["eps"], shared["alpha"], shared["steps"]
-        perturb, input_range = shared["perturb"], shared["input_range"]
-        for name in ("margin", "eps", "alpha"):
-            check_number(name, shared[name], minimum=0)
-        check_number("steps", steps, minimum=0, integer=True)
+        super().__init__(model, **{name: shared[name] for name in ATTACK_ARGUMENTS}, **kwargs)
+        margin, perturb = shared["margin"], shared["perturb"]
+        check_number("margin", margin, minimum=0)
         check_choice("perturb", perturb, PERTURB_MODES)
-        if len(input_range) != 2 or not input_range[0] < input_range[1]:
-            raise ValueError(f"input_range must be (low, high) with low < high, got {input_range!r}")
-        check_number("attack_batch_size", shared["attack_batch_size"], minimum=1, integer=True, optional=True)
-        self._model_reference = ModelReference(model)
-        self.margin, self.eps, self.alpha, self.steps = margin, eps, alpha, steps
-        self.progressive_alpha = shared["progressive_alpha"]
+        self.margin = margin
         self.perturb = perturb
-        self.input_range = tuple(input_range)
         self.triplets_per_anchor = shared["triplets_per_anchor"]
-        self.attack_batch_size = shared["attack_batch_size"]
-        self._batch_rows: Optional[int] = None
-        self._num_triplets: Optional[int] = None
-        self.epoch: Optional[int] = None
-        self.total_epochs: Optional[int] = None
-        self._warned_no_epoch = False
-        self._capture = InputCapture(model)
         self.add_to_recordable_attributes(list_of_names=["margin", "eps", "alpha", "steps"], is_stat=False)
         self.register_stats(BASE_STAT_NAMES)
         if self.diagnosed_roles is not None:
             self.register_stats(diagnostic_stat_names(self.diagnosed_roles))
 
-    @property
-    def model(self) -> nn.Module:
-        """The model the loss attacks (held by reference, see :class:`ModelReference`)."""
-        return self._model_reference.module
-
     def get_default_reducer(self) -> MeanReducer:
         """Mean over all triplets, zero-loss ones included, as the released CA-TRIDE and robrank code."""
         return MeanReducer()
 
-    # ----------------------------------------------------------------- epoch and state
-    def set_epoch(self, epoch: int, total_epochs: int) -> None:
-        """Set the 0-based epoch used by the progressive step size (Appendix C)."""
-        check_epoch(epoch, total_epochs)
-        self.epoch, self.total_epochs = epoch, total_epochs
-
-    @property
-    def current_alpha(self) -> float:
-        """The PGD step size in effect: alpha * epoch / total_epochs when progressive (Appendix C)."""
-        if not self.progressive_alpha:
-            return self.alpha
-        if self.epoch is None:
-            if not self._warned_no_epoch:
-                warnings.warn(
-                    f"{type(self).__name__}(progressive_alpha=True) was never told the epoch: call "
-                    "loss.set_epoch(epoch, total_epochs) every epoch for the progressive step size of Appendix C. "
-                    "Using the full alpha until then.",
-                    stacklevel=3,
-                )
-                self._warned_no_epoch = True
-            return self.alpha
-        return progressive_alpha(self.alpha, self.epoch, self.total_epochs)
-
-    @property
-    def attack_enabled(self) -> bool:
-        """False when no step can move the inputs (eps, steps or the current alpha is 0)."""
-        return self.eps > 0 and self.steps > 0 and self.current_alpha > 0
-
-    def get_extra_state(self) -> Dict[str, Any]:
-        return {"epoch": self.epoch, "total_epochs": self.total_epochs}
-
-    def set_extra_state(self, state: Dict[str, Any]) -> None:
-        self.epoch, self.total_epochs = state["epoch"], state["total_epochs"]
-
-    # ----------------------------------------------------------------- input capture
-    def remove_hook(self) -> None:
-        """Detach the input-capturing hook from the model (pass ``inputs=`` explicitly afterwards)."""
-        self._capture.remove()
-
-    def _resolve_inputs(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return self._capture.resolve(embeddings, type(self).__name__, self.input_range)
-
-    # ----------------------------------------------------------------- PML entry points
-    def forward(
-        self,
-        embeddings: torch.Tensor,
-        labels: Optional[torch.Tensor] = None,
-        indices_tuple: Optional[Tuple[torch.Tensor, ...]] = None,
-        ref_emb: Optional[torch.Tensor] = None,
-        ref_labels: Optional[torch.Tensor] = None,
-        *,
-        inputs: Optional[torch.Tensor] = None,
-    ) -> torch.Tensor:
-        """PML's loss call; ``inputs`` are the images behind ``embeddings`` (else taken from the model hook)."""
-        if ref_emb is not None or ref_labels is not None:
-            raise ValueError(
-                f"{type(self).__name__} does not support ref_emb/ref_labels: reference embeddings have no images "
-                "to perturb. Concatenate the reference batch into embeddings (and inputs) instead"
-            )
-        if not isinstance(embeddings, torch.Tensor) or embeddings.dim() != 2:
-            shape = getattr(embeddings, "shape", embeddings)
-            raise ValueError(f"embeddings must be a 2-D tensor (batch, dim), got {shape}")
-        if not torch.isfinite(embeddings).all():
-            raise ValueError("embeddings contain NaN or Inf values")
-        c_f.labels_or_indices_tuple_required(labels, indices_tuple)
-        self._capture.explicit_inputs = inputs
-        try:
-            return super().forward(embeddings, labels, indices_tuple)
-        finally:
-            self._capture.explicit_inputs = None
-
+    # ----------------------------------------------------------------- PML entry point
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels) -> Dict[str, Dict[str, Any]]:
         inputs = self._resolve_inputs(embeddings)
         triplets = lmu.convert_to_triplets(indices_tuple, labels, ref_labels, t_per_anchor=self.triplets_per_anchor)
@@ -252,28 +158,6 @@ class AdversarialTripletLoss(DefenseStats, AttackPasses, BaseMetricLossFunction)
         """Attack, then return the PML loss dict of the adversarial training objective (the defense's part:
         typically :meth:`attacked_batch`, then :meth:`adversarial_loss_dict`)."""
         raise NotImplementedError
-
-    def attacked_batch(
-        self,
-        embeddings: torch.Tensor,
-        inputs: torch.Tensor,
-        triplets: Triplets,
-        perturbation: PerturbationSet,
-        build_objective: Callable[[], Objective],
-        stop_condition: Optional[Callable[[torch.Tensor], bool]] = None,
-    ) -> AttackedBatch:
-        """Attack ``perturbation``'s images with the objective ``build_objective()`` (built only when an attack
-        runs) and embed the result for training (:meth:`training_embeddings`). When no step can move the images
-        (:attr:`attack_enabled` is False) the result is the clean images, 0 steps, and no objective is built."""
-        if self.attack_enabled:
-            self.check_attack_memory(len(perturbation), inputs)
-        images = inputs[perturbation.source_rows]
-        if self.attack_enabled:
-            result = self.attack(images, build_objective(), stop_condition)
-        else:
-            result = PGDResult(adversarial=images, steps_taken=0, stopped_early=False, last_loss=None)
-        adversarial = self.training_embeddings(result, perturbation, embeddings)
-        return AttackedBatch(embeddings, inputs, triplets, perturbation, result, adversarial)
 
     @staticmethod
     def triplet_entry(losses: torch.Tensor, triplets: Triplets) -> Dict[str, Any]:

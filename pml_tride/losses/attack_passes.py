@@ -32,7 +32,7 @@ DEFAULT_CHUNK_BATCHES = 4
 
 
 class AttackPasses:
-    """Mixin of :class:`~pml_tride.losses.AdversarialTripletLoss`: the model passes of an attack and of the
+    """Mixin of :class:`~pml_tride.losses.AdversarialInputLoss`: the model passes of an attack and of the
     training forward of its result. Reads the loss's ``model``, attack settings, ``attack_batch_size``,
     ``collect_stats`` and the per-call ``_batch_rows`` / ``_num_triplets``."""
 

@@ -20,27 +20,11 @@ BASE_STAT_NAMES = ("pgd_steps", "num_perturbed", "max_perturbation", "embedding_
 
 
 class DefenseStats:
-    """Mixin of :class:`~pml_tride.losses.AdversarialTripletLoss`: registers and records its statistics. Reads
-    the loss's injected ``distance`` (through ``pair_distances``) and ``diagnosed_roles``."""
+    """Mixin of :class:`~pml_tride.losses.AdversarialTripletLoss`: records its statistics (registered with
+    :meth:`~pml_tride.losses.AdversarialInputLoss.register_stats`). Reads the loss's injected ``distance``
+    (through ``pair_distances``) and ``diagnosed_roles``."""
 
-    _stat_names: Tuple[str, ...] = ()
     diagnosed_roles: Optional[Tuple[str, ...]]
-
-    @property
-    def stat_names(self) -> Tuple[str, ...]:
-        """The names of the statistics this loss records (attributes, filled on each call when ``collect_stats``),
-        in registration order: :data:`BASE_STAT_NAMES`, then the defense's own."""
-        return self._stat_names
-
-    def register_stats(self, names: Sequence[str]) -> None:
-        """Declare per-call statistics (PML record-keeping); they are filled only when ``collect_stats``."""
-        self._stat_names = self._stat_names + tuple(names)
-        self.add_to_recordable_attributes(list_of_names=list(names), is_stat=True)
-
-    def enable_stats(self) -> None:
-        """Turn statistics collection on after construction (as ``collect_stats=True`` would have)."""
-        self.collect_stats = True
-        self.add_to_recordable_attributes(list_of_names=list(self._stat_names), is_stat=True)
 
     def record_clean_diagnostics(
         self, embeddings: torch.Tensor, ap_dists: torch.Tensor, an_dists: torch.Tensor

@@ -19,7 +19,7 @@ from ..distributed import (
     is_distributed,
 )
 from ..loader_options import resolve_num_workers
-from ..losses.adversarial_triplet_loss import AdversarialTripletLoss
+from ..losses.adversarial_input_loss import AdversarialInputLoss
 from ..progress import progress_bar
 from ..validation import check_number
 from .batch_plan import BatchPlan
@@ -114,7 +114,7 @@ class TrideTrainer(TrainerCheckpoints, trainers.MetricLossOnly):
         self._resume_iteration = 0
         self._in_epoch = False
         metric_loss = self.loss_funcs.get("metric_loss")
-        if isinstance(metric_loss, AdversarialTripletLoss):
+        if isinstance(metric_loss, AdversarialInputLoss):
             if metric_loss.model is self.models["trunk"] and not isinstance(self.models["embedder"], torch.nn.Identity):
                 raise ValueError(
                     "the metric loss attacks models['trunk'] but the trainer's embeddings come from "
@@ -220,7 +220,7 @@ class TrideTrainer(TrainerCheckpoints, trainers.MetricLossOnly):
             if self.loss_weights.get("metric_loss", 0) <= 0:
                 self.losses["metric_loss"] = 0
                 return
-            if isinstance(metric_loss, AdversarialTripletLoss):
+            if isinstance(metric_loss, AdversarialInputLoss):
                 try:
                     value = metric_loss(embeddings, labels, indices_tuple, inputs=data)
                 except FloatingPointError:  # raised by the PGD engine (chained as the cause's context)
