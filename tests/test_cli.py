@@ -62,7 +62,7 @@ def _summary_table(printed: str) -> list:
 
 def test_demo_quick(tmp_path, capsys, caplog):
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--image-size", "8", "--out", str(out)]) == 0
+    assert main(["demo", "--quick", "--image-size", "8", "--subclasses", "2", "--out", str(out)]) == 0
     printed = capsys.readouterr()
     for text in (printed.out, printed.err, caplog.text):  # nothing the user did not cause reads like an error
         assert "is missing" not in text and "error" not in text.lower()
@@ -88,11 +88,17 @@ def test_demo_quick(tmp_path, capsys, caplog):
     assert reports["naive AT"]["entanglement"] is not None
 
 
-def test_demo_on_plain_digits_compares_two_models(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--dataset", "digits", "--image-size", "8", "--out", str(out), "--quiet"]) == 0
-    assert [row[0] for row in _summary_table(capsys.readouterr().out)[2:]] == ["undefended", "CA-TRIDE"]
-    assert not (out / "naive_at_report.json").exists()
+def test_demo_on_plain_digits_compares_two_models(tmp_path, monkeypatch, capsys):
+    ran = []
+    monkeypatch.setattr("pml_tride.demo.run_demo", lambda settings, **kwargs: ran.append(settings) or {})
+    assert main(["demo", "--dataset", "digits", "--eval-steps", "3", "--out", str(tmp_path / "demo")]) == 0
+    assert [name for name, _ in ran[0].models] == ["undefended", "CA-TRIDE"]
+    assert (ran[0].dataset, ran[0].epochs, ran[0].train_steps, ran[0].eval_steps) == ("digits", 20, 10, 3)
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    assert [defense for _, defense in ran[1].models] == ["none", "naive-at", "ca-tride"]
+    assert ran[1].dataset_options() == {"entanglement": ran[1].eps, "subclasses": 4}
+    assert main(["demo", "--dataset", "digits", "--subclasses", "2"]) == 2
+    assert "--subclasses only apply to --dataset entangled-digits" in capsys.readouterr().err
 
 
 def test_errors_are_reported_with_exit_code_2(tmp_path, capsys):
