@@ -52,20 +52,53 @@ def test_train_then_evaluate_the_trainer_checkpoint(tmp_path, capsys):
     assert "trained on 8x8" in capsys.readouterr().err
 
 
+def _summary_table(printed: str) -> list:
+    """The rows of the demo's side-by-side table (the first table printed), header included, split into cells."""
+    lines = printed.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| model |"))
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("|"))
+    return [line.strip("| ").split(" | ") for line in lines[start:end]]
+
+
 def test_demo_quick(tmp_path, capsys, caplog):
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--image-size", "8", "--out", str(out)]) == 0
+    assert main(["demo", "--quick", "--image-size", "8", "--subclasses", "2", "--out", str(out)]) == 0
     printed = capsys.readouterr()
     for text in (printed.out, printed.err, caplog.text):  # nothing the user did not cause reads like an error
         assert "is missing" not in text and "error" not in text.lower()
-    assert "| CA-TRIDE |" in printed.out and "epoch 2, test: ARS" in printed.err
-    monitored = [row for row in json.loads((out / "histories.json").read_text())["CA-TRIDE"] if "evaluation" in row]
+    table = _summary_table(printed.out)
+    assert table[0][:6] == ["model", "defense", "R@1", "chance R@1", "collapsed", "entanglement d_intra/d_inter"]
+    rows = {row[0]: row for row in table[2:]}
+    assert list(rows) == ["undefended", "naive AT", "CA-TRIDE"]
+    assert [row[1] for row in rows.values()] == ["none", "naive-at", "ca-tride"]
+    reports = {name: json.loads((out / f"{stem}_report.json").read_text())
+               for name, stem in (("undefended", "undefended"), ("naive AT", "naive_at"), ("CA-TRIDE", "ca_tride"))}
+    for name, report in reports.items():  # the printed flag is the report's
+        assert rows[name][4] == ("YES" if report["collapsed"] else "no")
+        assert rows[name][3] == f"{report['chance_r1']:.1f}"
+        verdict = f"{name} COLLAPSED: its benign R@1 {report['benign']['R@1']:.1f}"
+        assert (verdict in printed.out) == report["collapsed"]
+    assert "epoch 2, test: ARS" in printed.err
+    monitored = [row for row in json.loads((out / "histories.json").read_text())["naive AT"] if "evaluation" in row]
     assert [row["epoch"] for row in monitored] == [1, 2]
-    for name in ("undefended_report.json", "ca_tride_report.json", "summary.md", "collapse_diagnostics.png",
-                 "ars_per_attack.png"):
+    for name in ("undefended_report.json", "naive_at_report.json", "ca_tride_report.json", "summary.md",
+                 "collapse_diagnostics.png", "ars_per_attack.png", "naive_at.pt"):
         assert os.path.getsize(out / name) > 0, name
-    report = json.loads((out / "ca_tride_report.json").read_text())
-    assert report["ers"] is not None and report["ars"] is not None
+    assert reports["CA-TRIDE"]["ers"] is not None and reports["CA-TRIDE"]["ars"] is not None
+    assert reports["naive AT"]["entanglement"] is not None
+
+
+def test_demo_on_plain_digits_compares_two_models(tmp_path, monkeypatch, capsys):
+    ran = []
+    monkeypatch.setattr("pml_tride.demo.run_demo", lambda settings, **kwargs: ran.append(settings) or {})
+    assert main(["demo", "--dataset", "digits", "--eval-steps", "3", "--out", str(tmp_path / "demo")]) == 0
+    assert [name for name, _ in ran[0].models] == ["undefended", "CA-TRIDE"]
+    assert (ran[0].dataset, ran[0].epochs, ran[0].train_steps, ran[0].eval_steps) == ("digits", 20, 10, 3)
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    assert [defense for _, defense in ran[1].models] == ["none", "naive-at", "ca-tride"]
+    assert ran[1].dataset_options() == {"entanglement": ran[1].eps, "subclasses": 4}
+    assert main(["demo", "--dataset", "digits", "--subclasses", "2"]) == 2
+    assert "--subclasses only apply to --dataset entangled-digits" in capsys.readouterr().err
 
 
 def test_errors_are_reported_with_exit_code_2(tmp_path, capsys):
