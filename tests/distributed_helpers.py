@@ -38,3 +38,26 @@ def run_group(script, *args, world_size=2, timeout=WORKER_TIMEOUT):
     assert not hung, f"the process group hung (killed after {timeout} s)\n{logs}"
     assert all(process.returncode == 0 for process in processes), logs
     return outputs
+
+
+def mean_gradient_step(model, rank_loss, world_size=2, lr=0.1):
+    """The single-process reference of one DDP step: ``rank_loss(rank, model)`` (the loss rank ``rank`` computes)
+    back-propagated from the same initial weights for every rank, then one SGD step of ``lr`` on the mean of the
+    ranks' gradients (a parameter a rank's loss does not reach counts as a zero gradient there); returns the
+    parameters after it."""
+    import torch
+
+    initial = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    gradients = []
+    for rank in range(world_size):
+        model.load_state_dict(initial)
+        model.zero_grad()
+        rank_loss(rank, model).backward()
+        gradients.append({name: torch.zeros_like(p) if p.grad is None else p.grad.clone()
+                          for name, p in model.named_parameters()})
+    model.load_state_dict(initial)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    for name, parameter in model.named_parameters():
+        parameter.grad = sum(gradient[name] for gradient in gradients) / world_size
+    optimizer.step()
+    return {name: p.detach() for name, p in model.named_parameters()}

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 from adversarial_loss_reference import ATTACK_STEPS, RANK_BATCH, STEPS, batch, build_loss, build_model, rank_tuples
-from distributed_helpers import run_group
+from distributed_helpers import mean_gradient_step, run_group
 
 from pml_tride import AdversarialLoss
 
@@ -23,26 +23,15 @@ class ForwardAlways(AdversarialLoss):
 
 def reference_first_step(awareness):
     """Parameters after one step that applies the mean of the two ranks' gradients, each computed alone."""
-    model = build_model()
-    initial = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     images, labels = batch(0)
-    gradients = []
-    for rank in range(2):
-        model.load_state_dict(initial)
-        model.zero_grad()
+
+    def rank_loss(rank, model):
         rows = slice(rank * RANK_BATCH, (rank + 1) * RANK_BATCH)
         embeddings = model(images[rows])
-        loss = build_loss(model, awareness, ForwardAlways)(
+        return build_loss(model, awareness, ForwardAlways)(
             embeddings, labels[rows], rank_tuples(0, rank, labels[rows]), inputs=images[rows])
-        loss.backward()
-        gradients.append({name: torch.zeros_like(p) if p.grad is None else p.grad.clone()
-                          for name, p in model.named_parameters()})
-    model.load_state_dict(initial)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    for name, parameter in model.named_parameters():
-        parameter.grad = (gradients[0][name] + gradients[1][name]) / 2
-    optimizer.step()
-    return {name: p.detach() for name, p in model.named_parameters()}
+
+    return mean_gradient_step(build_model(), rank_loss)
 
 
 @pytest.fixture(scope="module")

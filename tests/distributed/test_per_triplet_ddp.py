@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from distributed_helpers import run_group
+from distributed_helpers import mean_gradient_step, run_group
 from per_triplet_reference import CHUNK_IMAGES, LOSSES, REMINE_RUNS, RUNS, batch, build_model, miner
 
 WORKER = os.path.join(os.path.dirname(__file__), "per_triplet_worker.py")
@@ -30,24 +30,15 @@ class ForwardAlways:
 
 def reference_first_step(name):
     """Parameters after one SGD step on the mean of the two ranks' gradients, each computed in one process."""
-    model = build_model()
-    initial = {key: tensor.clone() for key, tensor in model.state_dict().items()}
-    gradients = []
-    for rank in range(2):
-        model.load_state_dict(initial)
-        model.zero_grad()
+
+    def rank_loss(rank, model):
         images, labels = batch(0, rank)
         embeddings = model(images)
         loss = LOSSES[name](model)
         loss.__class__ = type(f"ForwardAlways{name}", (ForwardAlways, type(loss)), {})
-        loss(embeddings, labels, miner()(embeddings, labels), inputs=images).backward()
-        gradients.append({key: p.grad.clone() for key, p in model.named_parameters()})
-    model.load_state_dict(initial)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    for key, parameter in model.named_parameters():
-        parameter.grad = (gradients[0][key] + gradients[1][key]) / 2
-    optimizer.step()
-    return {key: p.detach() for key, p in model.named_parameters()}
+        return loss(embeddings, labels, miner()(embeddings, labels), inputs=images)
+
+    return mean_gradient_step(build_model(), rank_loss)
 
 
 @pytest.fixture(scope="module")
