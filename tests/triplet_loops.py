@@ -141,3 +141,14 @@ def loop_similarity_weighted_mean(similarities, lam):
     closest = max(similarities)
     weights = [math.exp(-lam * (closest - s)) for s in similarities]
     return sum(w * (1 - s) for w, s in zip(weights, similarities)) / sum(weights)
+
+
+def loop_average_precision(relevant):
+    """Average precision of a ranked list of relevance flags: the mean over the relevant items of the precision at
+    their positions."""
+    hits, precisions = 0, []
+    for position, rel in enumerate(relevant, start=1):
+        if rel:
+            hits += 1
+            precisions.append(hits / position)
+    return sum(precisions) / len(precisions)

@@ -10,6 +10,8 @@ from pytorch_metric_learning.utils.inference import CustomKNN, FaissKNN
 from pml_tride.evaluation import benign_metrics, pool_entanglement, retrieval_metrics
 from pml_tride.evaluation.benign import ClassMembers, relevant_positions
 
+from triplet_loops import loop_average_precision
+
 
 def data(count=60, classes=6, dim=5, seed=0):
     generator = torch.Generator().manual_seed(seed)
@@ -29,12 +31,7 @@ def brute_force(embeddings, labels):
         r1 += relevant[0]
         r2 += relevant[0] or relevant[1]
         if any(relevant):
-            hits, precisions = 0, []
-            for position, rel in enumerate(relevant, start=1):
-                if rel:
-                    hits += 1
-                    precisions.append(hits / position)
-            ap_sum += sum(precisions) / len(precisions)
+            ap_sum += loop_average_precision(relevant)
             scored += 1
     return 100 * r1 / n, 100 * r2 / n, 100 * ap_sum / scored
 

@@ -9,7 +9,7 @@ from pml_tride.attacks import RetrievalPool
 from pml_tride.evaluation import retrieval_metrics
 from pml_tride.evaluation.robustness_evaluator import clean_recall_at_1
 
-from triplet_loops import loop_similarity
+from triplet_loops import loop_average_precision, loop_similarity
 
 
 def cosine_retrieval(embeddings, labels):
@@ -22,12 +22,7 @@ def cosine_retrieval(embeddings, labels):
         hits_at_1.append(relevant[0])
         r1 += relevant[0]
         r2 += relevant[0] or relevant[1]
-        hits, precisions = 0, []
-        for position, rel in enumerate(relevant, start=1):
-            if rel:
-                hits += 1
-                precisions.append(hits / position)
-        ap_sum += sum(precisions) / len(precisions)
+        ap_sum += loop_average_precision(relevant)
     return 100 * r1 / n, 100 * r2 / n, 100 * ap_sum / n, hits_at_1
 
 
