@@ -199,8 +199,8 @@ def _verdict(reports: Dict[str, RobustnessReport]) -> str:
     for name in collapsed:
         report = reports[name]
         lines.append(f"{name} COLLAPSED: its benign R@1 {report.benign['R@1']:.1f} is about chance "
-                     f"({report.chance_r1:.1f}). It retrieves nothing, so the attacks have no ranking to destroy: its "
-                     f"ERS {_cell(report.ers)} and ARS {_cell(report.ars)} are not robustness.")
+                     f"({report.chance_r1:.1f}). It no longer tells these classes apart, so the attacks have no "
+                     f"ranking to destroy: its ERS {_cell(report.ers)} and ARS {_cell(report.ars)} are not robustness.")
     if kept:
         lines.append(f"Not collapsed: {', '.join(kept)}; their ERS and ARS measure robustness.")
     if not collapsed:
