@@ -12,11 +12,11 @@ MACHINE_PATH = re.compile(r"(?<![\w.])/(?:work|root|home|tmp)/")
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
-def _user_files(patterns):
+def _user_files(patterns, include_generated=False):
     for pattern in patterns:
         for path in sorted(REPOSITORY.glob(pattern)):
             relative = path.relative_to(REPOSITORY).as_posix()
-            if not relative.startswith(GENERATED):
+            if include_generated or not relative.startswith(GENERATED):
                 yield relative, path.read_text(encoding="utf-8")
 
 
@@ -25,6 +25,12 @@ def test_docs_have_no_machine_paths_or_control_characters():
         assert not MACHINE_PATH.search(text), f"{relative}: {MACHINE_PATH.search(text).group()}"
         found = CONTROL.search(text)
         assert not found, f"{relative}: control character {found.group()!r} at offset {found.start()}"
+
+
+def test_generated_pages_and_records_have_no_machine_paths():
+    for relative, text in _user_files(["docs/results.md", "docs/results/**/*.md", "benchmarks/results/**/*.json",
+                                       "benchmarks/results/**/*.md"], include_generated=True):
+        assert not MACHINE_PATH.search(text), f"{relative}: {MACHINE_PATH.search(text).group()}"
 
 
 def test_result_files_have_provenance_and_no_machine_paths():
