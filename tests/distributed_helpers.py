@@ -61,3 +61,17 @@ def mean_gradient_step(model, rank_loss, world_size=2, lr=0.1):
         parameter.grad = sum(gradient[name] for gradient in gradients) / world_size
     optimizer.step()
     return {name: p.detach() for name, p in model.named_parameters()}
+
+
+def forward_always(loss_class):
+    """``loss_class`` made a single-process twin of its DDP path: the adversarial images get their own (chunked)
+    training forward even when the attack took no step (one process would reuse the clean embeddings there)."""
+    import dataclasses
+
+    class ForwardAlways(loss_class):
+        def training_embeddings(self, result, perturbation, embeddings):
+            forced = dataclasses.replace(result, steps_taken=max(result.steps_taken, 1))
+            return super().training_embeddings(forced, perturbation, embeddings)
+
+    ForwardAlways.__name__ = f"ForwardAlways{loss_class.__name__}"
+    return ForwardAlways

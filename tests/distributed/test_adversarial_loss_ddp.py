@@ -6,19 +6,12 @@ import os
 import pytest
 import torch
 from adversarial_loss_reference import ATTACK_STEPS, RANK_BATCH, STEPS, batch, build_loss, build_model, rank_tuples
-from distributed_helpers import mean_gradient_step, run_group
+from distributed_helpers import forward_always, mean_gradient_step, run_group
 
 from pml_tride import AdversarialLoss
 
 WORKER = os.path.join(os.path.dirname(__file__), "adversarial_loss_worker.py")
 AWARENESS = ("none", "collapse")
-
-
-class ForwardAlways(AdversarialLoss):
-    """Single-process twin of the DDP path: the adversarial images always get their own training forward."""
-
-    def training_embeddings(self, result, perturbation, embeddings):
-        return self.model(result.adversarial)
 
 
 def reference_first_step(awareness):
@@ -28,7 +21,7 @@ def reference_first_step(awareness):
     def rank_loss(rank, model):
         rows = slice(rank * RANK_BATCH, (rank + 1) * RANK_BATCH)
         embeddings = model(images[rows])
-        return build_loss(model, awareness, ForwardAlways)(
+        return build_loss(model, awareness, forward_always(AdversarialLoss))(
             embeddings, labels[rows], rank_tuples(0, rank, labels[rows]), inputs=images[rows])
 
     return mean_gradient_step(build_model(), rank_loss)

@@ -5,19 +5,12 @@ import os
 import pytest
 import torch
 from ddp_reference import CONFIGURATIONS, RANK_BATCH, batch, build_loss, build_model
-from distributed_helpers import mean_gradient_step, run_group
+from distributed_helpers import forward_always, mean_gradient_step, run_group
 from pytorch_metric_learning import miners
 
 from pml_tride import TrideLoss
 
 WORKER = os.path.join(os.path.dirname(__file__), "ddp_loss_worker.py")
-
-
-class ForwardAlways(TrideLoss):
-    """Single-process twin of the DDP path: the adversarial images always get their own training forward."""
-
-    def training_embeddings(self, result, perturbation, embeddings):
-        return self.model(result.adversarial)
 
 
 def reference_first_step(awareness):
@@ -27,7 +20,7 @@ def reference_first_step(awareness):
     def rank_loss(rank, model):
         rows = slice(rank * RANK_BATCH, (rank + 1) * RANK_BATCH)
         embeddings = model(images[rows])
-        return build_loss(model, awareness, ForwardAlways)(
+        return build_loss(model, awareness, forward_always(TrideLoss))(
             embeddings, labels[rows], miners.TripletMarginMiner(margin=0.2)(embeddings, labels[rows]),
             inputs=images[rows])
 

@@ -3,29 +3,19 @@ make different numbers of chunked training forwards of their own; every rank mus
 calls. Every defense that offers per_triplet finishes (no hang), the ranks stay identical, and the first step
 equals the single-process mean of the two ranks' gradients."""
 
-import dataclasses
 import math
 import os
 import time
 
 import pytest
 import torch
-from distributed_helpers import mean_gradient_step, run_group
+from distributed_helpers import forward_always, mean_gradient_step, run_group
 from per_triplet_reference import CHUNK_IMAGES, LOSSES, REMINE_RUNS, RUNS, batch, build_model, miner
 
 WORKER = os.path.join(os.path.dirname(__file__), "per_triplet_worker.py")
 # The worker trains 5 runs of 3 steps on 12 images per rank: seconds (more on a busy machine); a hang is killed
 # after this.
 TIMEOUT = 180
-
-
-class ForwardAlways:
-    """Single-process twin of the DDP path: the adversarial images get their own chunked training forward even
-    when the attack stopped before its first step (one process would reuse the clean embeddings there)."""
-
-    def training_embeddings(self, result, perturbation, embeddings):
-        forced = dataclasses.replace(result, steps_taken=max(result.steps_taken, 1))
-        return super().training_embeddings(forced, perturbation, embeddings)
 
 
 def reference_first_step(name):
@@ -35,7 +25,7 @@ def reference_first_step(name):
         images, labels = batch(0, rank)
         embeddings = model(images)
         loss = LOSSES[name](model)
-        loss.__class__ = type(f"ForwardAlways{name}", (ForwardAlways, type(loss)), {})
+        loss.__class__ = forward_always(type(loss))
         return loss(embeddings, labels, miner()(embeddings, labels), inputs=images)
 
     return mean_gradient_step(build_model(), rank_loss)
