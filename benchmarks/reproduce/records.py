@@ -142,6 +142,11 @@ def r1(record: dict) -> float:
     return record["benign"]["R@1"]
 
 
+def base_r1(record: dict) -> Optional[float]:
+    """Benign R@1 with the base classes as labels (the digit of entangled digits); None where there are none."""
+    return record.get("base_r1")
+
+
 def ers_of(record: dict) -> Optional[float]:
     return record["ers"]
 

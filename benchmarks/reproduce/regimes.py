@@ -23,7 +23,17 @@ from .plan import (
     regime_models,
 )
 from .plots import plot_diagnostics, plot_pareto
-from .records import DEGRADED_POINTS, REFERENCE_DEFENSE, Results, ars_of, collapsed, ers_of, pgd_images, r1
+from .records import (
+    DEGRADED_POINTS,
+    REFERENCE_DEFENSE,
+    Results,
+    ars_of,
+    base_r1,
+    collapsed,
+    ers_of,
+    pgd_images,
+    r1,
+)
 from .report import RULES, Part, diagnostics_table, runs_lines, shown_path, verdict_lines
 from .run import epoch_iterations, load_data
 from .verdicts import MIN_INFORMATIVE_CELLS, pareto_front, table5_relation
@@ -59,6 +69,10 @@ def plan_lines(part: Part) -> List[str]:
         f"Fixed before any run. Data: `entangled-digits` (sklearn's digits, each digit split into "
         f"{settings.subclasses} sub-classes by a fixed +-a pattern: {len(train_set)} training images). Setup: "
         f"{settings.describe()}. Command: `{command}`.", "",
+        f"- **Reading R@1** (test: 5 unseen digits x {settings.subclasses} sub-classes, about "
+        f"{100 / (5 * settings.subclasses):.0f}% chance): near chance, the embedding kept nothing; near "
+        f"{100 / settings.subclasses:.0f}% with a high *digit R@1* (R@1 with the digit as the label), it kept the "
+        "digit and ignored the pattern, which an adversary with eps >= a can erase; near 100, it uses the pattern.",
         f"- **Grid**: eps in {{{', '.join(pixels(eps) for eps in settings.regime_eps)}}} x entanglement {{{grid}}} "
         f"({len(settings.cells())} cells), seeds {list(settings.seeds)}.",
         f"- **Zoo** (every defense of `pml_tride.recipes.DEFENSES` but the ablations {', '.join(ABLATIONS)}): "
@@ -77,15 +91,17 @@ def plan_lines(part: Part) -> List[str]:
 
 
 def cell_table(results: Results, cell: Cell, specs) -> List[str]:
-    lines = ["| model | R@1 | ERS | ARS | collapsed | degraded | PGD image passes | train s |", "|" + "---|" * 8]
+    lines = ["| model | R@1 | digit R@1 | ERS | ARS | collapsed | degraded | PGD image passes | train s |",
+             "|" + "---|" * 9]
     for spec in specs:
         records = results.of(spec, cell)
         if not records:
-            lines.append(f"| {spec.label} | {NOT_RUN} | | | | | | |")
+            lines.append(f"| {spec.label} | {NOT_RUN} | | | | | | | |")
             continue
         low, compared = results.degraded_seeds(spec, cell)
         passes = results.metric(spec, pgd_images, cell)
-        lines.append(f"| {spec.label} | {results.metric(spec, r1, cell)} | {results.metric(spec, ers_of, cell)} | "
+        lines.append(f"| {spec.label} | {results.metric(spec, r1, cell)} | {results.metric(spec, base_r1, cell)} | "
+                     f"{results.metric(spec, ers_of, cell)} | "
                      f"{results.metric(spec, ars_of, cell)} | {sum(map(collapsed, records))}/{len(records)} | "
                      f"{low}/{compared} | {passes.mean:.3g} | "
                      f"{results.metric(spec, lambda r: r['train_seconds'], cell)} |")
