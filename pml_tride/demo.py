@@ -46,7 +46,15 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import torch
 
 from .datasets import build_dataset
-from .evaluation import ARS_ATTACKS, RobustnessEvaluator, RobustnessReport, RobustnessTester
+from .evaluation import (
+    ARS_ATTACKS,
+    DEGRADED_POINTS,
+    RobustnessEvaluator,
+    RobustnessReport,
+    RobustnessTester,
+    is_degraded,
+)
+from .evaluation.benign import BASE_RECALL
 from .models import save_model, small_cnn_embedder
 from .optional_imports import has_pyplot, import_pyplot
 from .recipes import DEFENSES, train_embedder
@@ -55,10 +63,11 @@ __all__ = ["DemoSettings", "DEMO_MODELS", "run_demo", "demo_summary"]
 
 logger = logging.getLogger(__name__)
 
+UNDEFENDED = "none"  # the defense of the reference model (degraded is measured against it)
 # The models each demo data set compares: (name, defense).
 DEMO_MODELS: Mapping[str, Tuple[Tuple[str, str], ...]] = MappingProxyType({
-    "entangled-digits": (("undefended", "none"), ("naive AT", "naive-at"), ("CA-TRIDE", "ca-tride")),
-    "digits": (("undefended", "none"), ("CA-TRIDE", "ca-tride")),
+    "entangled-digits": (("undefended", UNDEFENDED), ("naive AT", "naive-at"), ("CA-TRIDE", "ca-tride")),
+    "digits": (("undefended", UNDEFENDED), ("CA-TRIDE", "ca-tride")),
 })
 # The loss class whose defenses take CA-TRIDE's lambda.
 LAMBDA_LOSS = "TrideLoss"
@@ -192,7 +201,7 @@ def _cell(value: Optional[float]) -> str:
 
 
 def _verdict(reports: Dict[str, RobustnessReport]) -> str:
-    """Which model collapsed, in plain words, and what that means for its scores."""
+    """Which model collapsed or is degraded (against the undefended model), in plain words, and what that means."""
     collapsed = [name for name, report in reports.items() if report.collapsed]
     kept = [name for name, report in reports.items() if report.collapsed is False]
     lines = []
@@ -205,17 +214,30 @@ def _verdict(reports: Dict[str, RobustnessReport]) -> str:
         lines.append(f"Not collapsed: {', '.join(kept)}; their ERS and ARS measure robustness.")
     if not collapsed:
         lines.append("No model collapsed at these settings.")
+    reference = next((report for report in reports.values() if report.settings.get("defense") == UNDEFENDED), None)
+    for name in kept if reference is not None else []:
+        r1, reference_r1 = reports[name].benign["R@1"], reference.benign["R@1"]
+        if is_degraded(r1, reference_r1):
+            base = reports[name].benign.get(BASE_RECALL)
+            lines.append(f"{name} DEGRADED: its benign R@1 {r1:.1f} is more than {DEGRADED_POINTS:g} points below "
+                         f"the undefended model's {reference_r1:.1f}; its robustness is bought with accuracy"
+                         + (f" (R@1 over the base classes {base:.1f}: it still tells those apart)." if base is not None
+                            else "."))
     return "\n".join(lines)
 
 
 def demo_summary(settings: DemoSettings, reports: Dict[str, RobustnessReport]) -> str:
-    """The side-by-side table of the models, which one collapsed, and their full reports, as the CLI prints it."""
-    rows = ["| model | defense | R@1 | chance R@1 | collapsed | entanglement d_intra/d_inter | mAP | ERS | ARS | "
-            "train time (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    """The side-by-side table of the models, which one collapsed or is degraded, and their full reports, as the CLI
+    prints it."""
+    with_base = any(BASE_RECALL in report.benign for report in reports.values())
+    base_header, base_rule = (f" {BASE_RECALL} |", "---|") if with_base else ("", "")
+    rows = [f"| model | defense | R@1 |{base_header} chance R@1 | collapsed | entanglement d_intra/d_inter | mAP | "
+            "ERS | ARS | train time (s) |", f"|---|---|---|{base_rule}---|---|---|---|---|---|---|"]
     for name, report in reports.items():
         entanglement = "-" if report.entanglement is None else f"{report.entanglement:.3f}"
         collapsed = {True: "YES", False: "no"}.get(report.collapsed, "-")
-        rows.append(f"| {name} | {report.settings.get('defense', '-')} | {report.benign['R@1']:.1f} | "
+        base = f" {_cell(report.benign.get(BASE_RECALL))} |" if with_base else ""
+        rows.append(f"| {name} | {report.settings.get('defense', '-')} | {report.benign['R@1']:.1f} |{base} "
                     f"{_cell(report.chance_r1)} | {collapsed} | {entanglement} | {report.benign['mAP']:.1f} | "
                     f"{_cell(report.ers)} | {_cell(report.ars)} | "
                     f"{report.settings.get('train_seconds', float('nan')):.0f} |")

@@ -67,17 +67,22 @@ def test_demo_quick(tmp_path, capsys, caplog):
     for text in (printed.out, printed.err, caplog.text):  # nothing the user did not cause reads like an error
         assert "is missing" not in text and "error" not in text.lower()
     table = _summary_table(printed.out)
-    assert table[0][:6] == ["model", "defense", "R@1", "chance R@1", "collapsed", "entanglement d_intra/d_inter"]
+    assert table[0][:7] == ["model", "defense", "R@1", "base R@1", "chance R@1", "collapsed",
+                            "entanglement d_intra/d_inter"]
     rows = {row[0]: row for row in table[2:]}
     assert list(rows) == ["undefended", "naive AT", "CA-TRIDE"]
     assert [row[1] for row in rows.values()] == ["none", "naive-at", "ca-tride"]
     reports = {name: json.loads((out / f"{stem}_report.json").read_text())
                for name, stem in (("undefended", "undefended"), ("naive AT", "naive_at"), ("CA-TRIDE", "ca_tride"))}
-    for name, report in reports.items():  # the printed flag is the report's
-        assert rows[name][4] == ("YES" if report["collapsed"] else "no")
-        assert rows[name][3] == f"{report['chance_r1']:.1f}"
+    undefended_r1 = reports["undefended"]["benign"]["R@1"]
+    for name, report in reports.items():  # the printed flags are the report's
+        assert rows[name][5] == ("YES" if report["collapsed"] else "no")
+        assert rows[name][4] == f"{report['chance_r1']:.1f}"
+        assert rows[name][3] == f"{report['benign']['base R@1']:.1f}"  # the digit, the entangled data's base class
         verdict = f"{name} COLLAPSED: its benign R@1 {report['benign']['R@1']:.1f}"
         assert (verdict in printed.out) == report["collapsed"]
+        degraded = not report["collapsed"] and report["benign"]["R@1"] < undefended_r1 - 10
+        assert (f"{name} DEGRADED: its benign R@1" in printed.out) == degraded
     assert "epoch 2, test: ARS" in printed.err
     monitored = [row for row in json.loads((out / "histories.json").read_text())["naive AT"] if "evaluation" in row]
     assert [row["epoch"] for row in monitored] == [1, 2]

@@ -11,12 +11,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from pml_tride.evaluation import is_collapsed
+from pml_tride.evaluation import is_collapsed, is_degraded
 
 from .plan import Cell, Job, ModelSpec, StudySettings, zoo_spec
 
-# A model is degraded when its R@1 is more than this many points below NT's (same cell and seed).
-DEGRADED_POINTS = 10.0
 REFERENCE_DEFENSE = "none"
 # Perturbed roles of TrideLoss's phases: CAP perturbs positives and negatives, ANP anchors. A single-phase defense's
 # roles are read from its history (one embedding_shift_<role> entry per perturbed role: HM and EST 3, ACT 2).
@@ -193,7 +191,7 @@ class Results:
         """(seeds where R@1 is more than DEGRADED_POINTS below NT's of the same seed, seeds compared)."""
         reference = {record["seed"]: r1(record) for record in self.of(zoo_spec(REFERENCE_DEFENSE), cell)}
         compared = [record for record in self.of(spec, cell) if record["seed"] in reference]
-        low = sum(r1(record) < reference[record["seed"]] - DEGRADED_POINTS for record in compared)
+        low = sum(is_degraded(r1(record), reference[record["seed"]]) for record in compared)
         return low, len(compared)
 
     def is_degraded(self, spec: ModelSpec, cell: Optional[Cell] = None) -> Optional[bool]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from typing import List
 
+from pml_tride.evaluation import DEGRADED_POINTS
 from pml_tride.optional_imports import has_pyplot
 
 from .plan import (
@@ -24,7 +25,6 @@ from .plan import (
 )
 from .plots import plot_diagnostics, plot_pareto
 from .records import (
-    DEGRADED_POINTS,
     REFERENCE_DEFENSE,
     Results,
     ars_of,

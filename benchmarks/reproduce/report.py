@@ -8,13 +8,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from pml_tride.evaluation import ARS_ATTACKS, COLLAPSE_LIFT, ERS_ATTACKS
+from pml_tride.evaluation import ARS_ATTACKS, COLLAPSE_LIFT, DEGRADED_POINTS, ERS_ATTACKS
 from pml_tride.optional_imports import has_pyplot
 
 from .plan import CA_PROGRESSIVE_OFF, Job, StudySettings, pixels, sweep_cells, zoo_spec
 from .plots import plot_diagnostics, plot_shifts
 from .records import (
-    DEGRADED_POINTS,
     Results,
     ars_of,
     collapsed,

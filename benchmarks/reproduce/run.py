@@ -21,7 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from pml_tride.datasets import build_dataset
-from pml_tride.evaluation import RobustnessEvaluator, chance_recall_at_1, retrieval_metrics
+from pml_tride.evaluation import RobustnessEvaluator, chance_recall_at_1
+from pml_tride.evaluation.benign import BASE_RECALL
 from pml_tride.models import small_cnn_embedder
 from pml_tride.recipes import train_embedder
 from pml_tride.samplers import PAIR_SIZE, SPC2Sampler
@@ -48,16 +49,6 @@ def epoch_iterations(settings: StudySettings) -> int:
         return settings.iterations_per_epoch
     train_set, _ = load_data(settings, settings.cells()[0].entanglement)
     return max(1, len(train_set) // settings.batch_size)
-
-
-def base_class_recall(evaluator: RobustnessEvaluator, model: torch.nn.Module, test_set) -> Optional[float]:
-    """Benign R@1 (percent) with the base classes as labels (the digit, for entangled digits; None for a data set
-    without base classes): with the sub-class R@1 it tells an embedding that kept the digit and ignored the pattern
-    (R@1 near 1/K, base-class R@1 high) from one that kept nothing (both near chance)."""
-    base_labels = getattr(test_set, "base_labels", None)
-    if base_labels is None:
-        return None
-    return retrieval_metrics(evaluator.build_pool(model, test_set).embeddings, base_labels)["R@1"]
 
 
 def machine() -> Dict[str, Any]:
@@ -100,7 +91,7 @@ def run_job(job: Job, settings: StudySettings, device: str, out: str) -> Dict[st
         "machine": machine(), "benign": report.benign, "raw": report.raw, "ers": report.ers,
         "ers_per_attack": report.ers_per_attack, "ars": report.ars, "ars_per_attack": report.ars_per_attack,
         "ars_per_trial": report.ars_per_trial, "ars_excluded": report.ars_excluded,
-        "chance_r1": chance_recall_at_1(test_set.labels), "base_r1": base_class_recall(evaluator, model, test_set),
+        "chance_r1": chance_recall_at_1(test_set.labels), "base_r1": report.benign.get(BASE_RECALL),
         "train_seconds": train_seconds,
         "eval_seconds": report.settings["total_seconds"], "job_seconds": time.time() - started,
         "cpu_seconds": time.process_time() - cpu_started,

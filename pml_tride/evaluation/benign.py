@@ -16,10 +16,13 @@ import torch.nn.functional as F
 
 from ..chunks import chunk_slices
 
-__all__ = ["benign_metrics", "retrieval_metrics", "retrieval_block", "relevant_positions", "ClassMembers", "nmi",
-           "kmeans_function", "RECALL_AT", "pool_entanglement", "ENTANGLEMENT_SAMPLE", "ENTANGLEMENT_SEED"]
+__all__ = ["BASE_RECALL", "benign_metrics", "retrieval_metrics", "retrieval_block", "relevant_positions",
+           "ClassMembers", "nmi", "kmeans_function", "RECALL_AT", "pool_entanglement", "ENTANGLEMENT_SAMPLE",
+           "ENTANGLEMENT_SEED"]
 
 RECALL_AT = (1, 2)
+# The benign metric name of R@1 over a data set's coarser ``base_labels`` (see RobustnessEvaluator).
+BASE_RECALL = "base R@1"
 KMEANS_SEED = 0
 KMEANS_ITERATIONS = 20
 # Order keys of one row lie in [0, 2^31 N) (float32 bit patterns of distances >= 0 are below 2^31); a block of B

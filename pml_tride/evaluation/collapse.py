@@ -8,6 +8,10 @@ destroy and the model scores as "robust". The rule, in one place:
   sum_c n_c (n_c - 1) / (N (N - 1)), in percent (exact, from the labels);
 * a model is collapsed when its benign R@1 <= chance + COLLAPSE_LIFT (100 - chance): it recovers at most
   ``COLLAPSE_LIFT`` (10%) of the way from chance to perfect retrieval.
+
+Beside it, relative to a reference model (the undefended one, same data and seed): a model is *degraded* when its
+benign R@1 is more than ``DEGRADED_POINTS`` (10) points below the reference's. A degraded model still retrieves,
+so its ERS/ARS measure robustness, but bought with benign accuracy.
 """
 
 from __future__ import annotations
@@ -17,11 +21,14 @@ from typing import Sequence, Union
 
 import torch
 
-__all__ = ["COLLAPSE_LIFT", "chance_recall_at_1", "collapse_threshold", "is_collapsed"]
+__all__ = ["COLLAPSE_LIFT", "DEGRADED_POINTS", "chance_recall_at_1", "collapse_threshold", "is_collapsed",
+           "is_degraded"]
 
 # The share of the way from chance to perfect retrieval (R@1 = 100) at or below which a model is collapsed.
 COLLAPSE_LIFT = 0.1
 PERFECT_RECALL = 100.0
+# R@1 points below the reference model's beyond which a model is degraded.
+DEGRADED_POINTS = 10.0
 
 
 def chance_recall_at_1(labels: Union[torch.Tensor, Sequence[int]]) -> float:
@@ -56,3 +63,13 @@ def is_collapsed(benign_r1: float, chance_r1: float, lift: float = COLLAPSE_LIFT
     retrieves too close to chance for ERS/ARS (normalised by the clean state) to measure its robustness."""
     _check_percent(benign_r1, "benign_r1")
     return benign_r1 <= collapse_threshold(chance_r1, lift)
+
+
+def is_degraded(benign_r1: float, reference_r1: float, points: float = DEGRADED_POINTS) -> bool:
+    """True when ``benign_r1`` (percent) is more than ``points`` below ``reference_r1``, the benign R@1 of the
+    reference model (the undefended one on the same data, same seed)."""
+    _check_percent(benign_r1, "benign_r1")
+    _check_percent(reference_r1, "reference_r1")
+    if isinstance(points, bool) or not isinstance(points, numbers.Real) or not 0 <= points <= PERFECT_RECALL:
+        raise ValueError(f"points must be a number in [0, 100], got {points!r}")
+    return benign_r1 < reference_r1 - points

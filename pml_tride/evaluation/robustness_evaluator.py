@@ -21,7 +21,14 @@ from ..pgd import frozen_model
 from ..progress import progress_bar
 from ..random_state import preserved_global_rng
 from ..validation import check_number
-from .benign import ClassMembers, benign_metrics, pool_entanglement, retrieval_block
+from .benign import (
+    BASE_RECALL,
+    ClassMembers,
+    benign_metrics,
+    pool_entanglement,
+    retrieval_block,
+    retrieval_metrics,
+)
 from .collapse import chance_recall_at_1
 from .robustness_report import RobustnessReport
 
@@ -73,7 +80,9 @@ class RobustnessEvaluator:
         progress: show tqdm progress bars with a time estimate.
         benign: compute R@1/R@2/mAP/NMI (R@1 is needed for ARS and the collapse flag) and the entanglement
             d_intra/d_inter of the pool (on a fixed subsample of
-            :data:`~pml_tride.evaluation.benign.ENTANGLEMENT_SAMPLE` items when larger).
+            :data:`~pml_tride.evaluation.benign.ENTANGLEMENT_SAMPLE` items when larger). A data set with a
+            ``base_labels`` attribute (coarser classes, e.g. the digit of
+            :class:`~pml_tride.datasets.EntangledDigits`) also gets ``"base R@1"``: R@1 with those labels.
         max_batches: attack only the first batches of each attack (a quick look; ERS/ARS then cover a subset).
         use_faiss: use faiss for k-means when installed.
         queries: attack only this many test images, a random subset drawn from ``seed`` that is the same in every
@@ -178,6 +187,15 @@ class RobustnessEvaluator:
                      for index, embeddings, labels in sorted(gathered, key=lambda part: part[0])]
         return RetrievalPool(torch.cat([part[1] for part in parts]), torch.cat([part[2] for part in parts]))
 
+    def _benign(self, pool: RetrievalPool, dataset: Dataset) -> Dict[str, float]:
+        """The benign metrics of the pool, plus ``BASE_RECALL`` for a data set with coarser ``base_labels``."""
+        benign = benign_metrics(pool.embeddings, pool.labels, use_faiss=self.use_faiss)
+        base_labels = getattr(dataset, "base_labels", None)
+        if base_labels is not None:
+            benign[BASE_RECALL] = retrieval_metrics(pool.embeddings, torch.as_tensor(base_labels).to(
+                pool.embeddings.device))["R@1"]
+        return benign
+
     @staticmethod
     def _replay_selection(attack: BaseRankingAttack, pool: RetrievalPool, rows: List[int],
                           generator: torch.Generator) -> None:
@@ -213,8 +231,8 @@ class RobustnessEvaluator:
         benign, entanglement = {}, (None, None)
         if self.benign:  # computed once, on rank 0
             benign, entanglement = broadcast_object(
-                (benign_metrics(pool.embeddings, pool.labels, use_faiss=self.use_faiss),
-                 pool_entanglement(pool.embeddings, pool.labels)) if get_rank() == 0 else None)
+                (self._benign(pool, dataset), pool_entanglement(pool.embeddings, pool.labels))
+                if get_rank() == 0 else None)
         attacked = self.attacked_indices(len(dataset)) if self.attacks else torch.zeros(0, dtype=torch.long)
         batch_rows = self._batch_rows(attacked.tolist())
         batches = len(batch_rows)

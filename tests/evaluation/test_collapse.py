@@ -3,7 +3,15 @@ import itertools
 import pytest
 import torch
 
-from pml_tride.evaluation import COLLAPSE_LIFT, chance_recall_at_1, collapse_threshold, is_collapsed, retrieval_metrics
+from pml_tride.evaluation import (
+    COLLAPSE_LIFT,
+    DEGRADED_POINTS,
+    chance_recall_at_1,
+    collapse_threshold,
+    is_collapsed,
+    is_degraded,
+    retrieval_metrics,
+)
 
 
 def pair_count_chance(labels):
@@ -39,7 +47,17 @@ def test_threshold_and_flag():
     assert is_collapsed(100.0, 100.0)  # one class: retrieval cannot tell anything
 
 
+def test_degraded_is_more_than_the_fixed_points_below_the_reference():
+    assert DEGRADED_POINTS == 10.0
+    assert is_degraded(79.9, 90.0) and is_degraded(0.0, 10.1)
+    assert not is_degraded(80.0, 90.0) and not is_degraded(95.0, 90.0) and not is_degraded(0.0, 10.0)
+    assert is_degraded(85.0, 90.0, points=4.0) and not is_degraded(85.0, 90.0, points=5.0)
+
+
 @pytest.mark.parametrize("call, match", [
+    (lambda: is_degraded(50.0, 101.0), "reference_r1"),
+    (lambda: is_degraded(-1.0, 50.0), "benign_r1"),
+    (lambda: is_degraded(50.0, 60.0, points=-1.0), "points"),
     (lambda: chance_recall_at_1([1]), "at least 2"),
     (lambda: chance_recall_at_1(torch.zeros(2, 2)), "1-D"),
     (lambda: is_collapsed(float("nan"), 20.0), "benign_r1"),

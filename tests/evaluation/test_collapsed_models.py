@@ -130,3 +130,33 @@ def test_tester_never_selects_a_collapsed_epoch(digits, tmp_path, caplog):
     assert tester.best_epoch is None and tester.best_score is None and not best.exists()
     assert going_on is False  # patience counted from the first tested epoch
     assert "no epoch qualifies yet" in caplog.text
+
+
+class WithBaseLabels(torch.utils.data.Dataset):
+    """The digits relabelled into fine classes (label * 2 + item parity) with the digit as the base label."""
+
+    def __init__(self, digits):
+        self.digits = digits
+        self.base_labels = digits.labels
+        self.labels = digits.labels * 2 + torch.arange(len(digits)) % 2
+
+    def __len__(self):
+        return len(self.digits)
+
+    def __getitem__(self, index):
+        return self.digits[index][0], int(self.labels[index])
+
+
+def test_a_data_set_with_base_labels_gets_the_base_r1_by_brute_force(digits):
+    fine = WithBaseLabels(digits)
+    report = RobustnessEvaluator(**FAST, attacks="none").evaluate(nn.Flatten(), fine)
+    embeddings = torch.nn.functional.normalize(fine.digits.images.flatten(1), dim=1)
+    distances = torch.cdist(embeddings, embeddings)
+    hits = 0
+    for query in range(len(fine)):  # the nearest other item (ties by index) has the query's digit
+        nearest = min((j for j in range(len(fine)) if j != query), key=lambda j: (float(distances[query, j]), j))
+        hits += int(fine.base_labels[nearest] == fine.base_labels[query])
+    assert report.benign["base R@1"] == pytest.approx(100 * hits / len(fine), abs=1e-9)
+    assert report.benign["base R@1"] > report.benign["R@1"]  # the parity half of each class is not in the pixels
+    plain = RobustnessEvaluator(**FAST, attacks="none").evaluate(nn.Flatten(), digits)
+    assert "base R@1" not in plain.benign
