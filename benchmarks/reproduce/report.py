@@ -27,7 +27,15 @@ from .records import (
     shift_summary,
     shrink_ratio,
 )
-from .verdicts import COMPARABLE_R1_POINTS, DEFAULT_R1_TOLERANCE_POINTS, defaults_decision, status, verdicts
+from .verdicts import (
+    COMPARABLE_R1_POINTS,
+    DEFAULT_R1_TOLERANCE_POINTS,
+    TRAIN_DEFAULT_RULE,
+    defaults_decision,
+    status,
+    train_default_decision,
+    verdicts,
+)
 
 OVER_TRAINING = ("none", "naive-tride", "ca-tride", "hm", "act", "est")
 # Notes in the JSON folder on the conditions of the runs (load, code differences), shown under the runs.
@@ -251,5 +259,9 @@ def write_report(report: str, parts: List[Part], quick: bool) -> None:
             lines += regimes_part(part, os.path.join(figures, "entangled"), "results/entangled")
         else:
             lines += digits_part(part, figures, "results")
+    if len(parts) > 1:
+        rows, decision = train_default_decision([(part.results(), part.settings.cells()) for part in parts])
+        lines += ["## The command line's default defense", "", "Rule, fixed before the entangled study's runs:", "",
+                  TRAIN_DEFAULT_RULE, ""] + rows + ["", decision, ""]
     with open(report, "w") as handle:
         handle.write("\n".join(lines).rstrip() + "\n")

@@ -92,6 +92,7 @@ def run_job(job: Job, settings: StudySettings, device: str, out: str) -> Dict[st
         "ers_per_attack": report.ers_per_attack, "ars": report.ars, "ars_per_attack": report.ars_per_attack,
         "ars_per_trial": report.ars_per_trial, "ars_excluded": report.ars_excluded,
         "chance_r1": chance_recall_at_1(test_set.labels), "base_r1": report.benign.get(BASE_RECALL),
+        "test_entanglement": report.entanglement,
         "train_seconds": train_seconds,
         "eval_seconds": report.settings["total_seconds"], "job_seconds": time.time() - started,
         "cpu_seconds": time.process_time() - cpu_started,

@@ -21,6 +21,7 @@ from .plan import (
     zoo_spec,
 )
 from .records import (
+    REFERENCE_DEFENSE,
     Results,
     Summary,
     ars_of,
@@ -272,3 +273,51 @@ def table5_relation(results: Results, cells: Sequence[Cell]) -> Tuple[List[str],
         return lines, Check(False, f"Spearman rho undefined over {len(pairs)} cells: the best lam does not change "
                                    "with the entanglement")
     return lines, Check(rho > 0, f"Spearman rho (entanglement a vs best lam) = {rho:+.2f} over {len(pairs)} cells")
+
+
+# ----------------------------------------------------------------------------------------- the CLI's default defense
+TRAIN_DEFAULT = "ca-tride"  # `pml-tride train --defense` today
+TRAIN_DEFAULT_RULE = f"""- **`pml-tride train`'s default defense** (over every cell of both studies: the digits
+  study's cell and the entangled grid; the zoo's defenses at their own settings, NT excluded, a defense missing
+  in a cell excluded): (1) drop every defense collapsed in any cell; (2) keep those degraded in the fewest cells;
+  (3) among them, the highest ERS averaged over the cells. {display_name(TRAIN_DEFAULT)} stays the default unless
+  the winner's average ERS exceeds its own by more than the noise (the mean over the cells of
+  sqrt(std_a^2 + std_b^2)) or {display_name(TRAIN_DEFAULT)} is not among the fewest-degraded."""
+
+
+def train_default_decision(studies: Sequence[Tuple[Results, Sequence[Cell]]]) -> Tuple[List[str], str]:
+    """The table of the default-defense rule (TRAIN_DEFAULT_RULE) and its decision."""
+    cells = [(results, cell) for results, study_cells in studies for cell in study_cells]
+    names = [name for name in dict.fromkeys(name for results, _ in studies for name in results.settings.zoo)
+             if name != REFERENCE_DEFENSE]
+    rows = ["| defense | cells | collapsed in | degraded in | mean ERS over cells |", "|---|---|---|---|---|"]
+    candidates = {}
+    for name in names:
+        spec = zoo_spec(name)
+        present = [(results, cell) for results, cell in cells if results.of(spec, cell)]
+        if len(present) < len(cells):
+            rows.append(f"| {spec.label} | {len(present)}/{len(cells)} | | | missing cells |")
+            continue
+        collapsed_in = sum(bool(results.is_collapsed(spec, cell)) for results, cell in cells)
+        degraded_in = sum(bool(results.is_degraded(spec, cell)) for results, cell in cells)
+        summaries = [results.metric(spec, ers_of, cell) for results, cell in cells]
+        mean_ers = float(np.mean([summary.mean for summary in summaries]))
+        rows.append(f"| {spec.label} | {len(cells)} | {collapsed_in} | {degraded_in} | {mean_ers:.1f} |")
+        if collapsed_in == 0:
+            candidates[name] = (degraded_in, mean_ers, summaries)
+    if not cells or not candidates:
+        return rows, "No decision: no defense has records in every cell without collapsing."
+    fewest = min(degraded for degraded, _, _ in candidates.values())
+    kept = {name: value for name, value in candidates.items() if value[0] == fewest}
+    winner = max(kept, key=lambda name: kept[name][1])
+    if winner == TRAIN_DEFAULT or TRAIN_DEFAULT not in kept:
+        decision = winner
+    else:
+        noise = float(np.mean([math.sqrt(a.std ** 2 + b.std ** 2)
+                               for a, b in zip(kept[winner][2], kept[TRAIN_DEFAULT][2])]))
+        decision = winner if kept[winner][1] - kept[TRAIN_DEFAULT][1] > noise else TRAIN_DEFAULT
+    verb = "keeps" if decision == TRAIN_DEFAULT else "switches to"
+    why = ("the highest average ERS among those" if decision == winner else
+           f"its average ERS within the noise of the highest ({display_name(winner)}'s)")
+    return rows, (f"The rule {verb} **{display_name(decision)}** (`--defense {decision}`): never collapsed, degraded "
+                  f"in {fewest} of {len(cells)} cells (the fewest), {why}.")

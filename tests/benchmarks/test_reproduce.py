@@ -18,7 +18,16 @@ from benchmarks.reproduce import cli
 from benchmarks.reproduce import plan as plan_module
 from benchmarks.reproduce.plan import ModelSpec, StudySettings, lambda_variants, plan, zoo_spec
 from benchmarks.reproduce.records import Results, collapsed, shift_summary, shrink_ratio, summarize
-from benchmarks.reproduce.verdicts import Check, greater, pareto_front, spearman, status, table5_relation, verdicts
+from benchmarks.reproduce.verdicts import (
+    Check,
+    greater,
+    pareto_front,
+    spearman,
+    status,
+    table5_relation,
+    train_default_decision,
+    verdicts,
+)
 from pml_tride.recipes import DEFENSES, DefenseSpec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -323,3 +332,45 @@ def test_report_only_from_a_fixture_of_records(tmp_path, monkeypatch):
     assert "## Entangled digits: eps 8/255, a = 4/255" in text and "not run yet" in text
     first = text
     assert cli.main(argv) == 0 and report.read_text() == first  # regenerating gives the same page
+
+
+def default_study(settings, scores, noise=0.0):
+    """Records of every cell of a study: per defense (R@1, ERS), NT at R@1 90; +-noise on ERS over the seeds."""
+    records = {}
+    for cell in settings.cells():
+        for seed in settings.seeds:
+            for defense, (r1, ers) in {"none": (90.0, 5.0), **scores}.items():
+                spread = noise if seed else -noise
+                records.update([make_record(settings, zoo_spec(defense), seed, r1, ers=ers + spread, eps=cell.eps,
+                                            entanglement=cell.entanglement)])
+    return Results(settings, records)
+
+
+def test_train_default_rule_on_hand_made_records():
+    zoo = ("none", "ca-tride", "hm", "naive-at")
+    digits = StudySettings(seeds=(0, 1), zoo=zoo)
+    entangled = StudySettings(**{**plan_module.ENTANGLED_SETTINGS, "zoo": zoo}, dataset="entangled-digits",
+                              seeds=(0, 1))
+
+    def decide(scores, noise=0.0, digits_scores=None):
+        studies = [(default_study(digits, digits_scores or scores, noise), digits.cells()),
+                   (default_study(entangled, scores, noise), entangled.cells())]
+        return train_default_decision(studies)
+
+    # naive AT collapses (R@1 at chance 20), HM is degraded everywhere: CA-TRIDE, not degraded, is kept
+    rows, decision = decide({"ca-tride": (88.0, 30.0), "hm": (70.0, 50.0), "naive-at": (20.0, 60.0)})
+    assert "keeps **CA-TRIDE**" in decision and "degraded in 0 of 7 cells" in decision
+    assert "| naive AT | 7 | 7 | 7 | 60.0 |" in rows and "| HM | 7 | 0 | 7 | 50.0 |" in rows
+    # HM as good on R@1 and more robust by more than the noise: the rule switches
+    assert "switches to **HM**" in decide({"ca-tride": (88.0, 30.0), "hm": (88.0, 50.0), "naive-at": (20.0, 60.0)})[1]
+    # within the noise (ERS +-15 over two seeds: noise sqrt(2) x 21.2), CA-TRIDE stays
+    assert "keeps **CA-TRIDE**" in decide({"ca-tride": (88.0, 30.0), "hm": (88.0, 50.0), "naive-at": (20.0, 60.0)},
+                                          noise=15.0)[1]
+    # CA-TRIDE degraded on the digits only, HM nowhere: HM wins though less robust
+    _, decision = decide({"ca-tride": (88.0, 30.0), "hm": (88.0, 20.0), "naive-at": (20.0, 60.0)},
+                         digits_scores={"ca-tride": (70.0, 30.0), "hm": (88.0, 20.0), "naive-at": (20.0, 60.0)})
+    assert "switches to **HM**" in decision and "the highest average ERS among those" in decision
+    # a defense missing in a cell is not a candidate
+    rows, _ = train_default_decision([(default_study(digits, {"ca-tride": (88.0, 30.0)}), digits.cells()),
+                                      (default_study(entangled, {"hm": (88.0, 50.0)}), entangled.cells())])
+    assert "| HM | 6/7 | | | missing cells |" in rows
