@@ -36,7 +36,7 @@ from .records import (
 )
 from .report import RULES, Part, diagnostics_table, runs_lines, shown_path, verdict_lines
 from .run import epoch_iterations, load_data
-from .verdicts import MIN_INFORMATIVE_CELLS, pareto_front, table5_relation
+from .verdicts import MIN_INFORMATIVE_CELLS, auto_lambda_check, pareto_front, table5_relation
 
 NOT_RUN = "not run yet"
 PARETO_RULE = """- **Equal cost** (per cell): every model's mean ERS against its mean counted PGD image passes over
@@ -49,7 +49,10 @@ TABLE5_RULE = f"""- **Table 5 relation** (the best lambda grows with the entangl
   acceptable lam is within the noise (sqrt(std_a^2 + std_b^2)) of the best. *Reproduced* when Spearman's rank
   correlation (average ranks for ties) between the entanglement a and the best lam over the informative cells is
   > 0, *not reproduced* when it is <= 0 or undefined (the best lam does not change), *not tested* with fewer than
-  {MIN_INFORMATIVE_CELLS} informative cells."""
+  {MIN_INFORMATIVE_CELLS} informative cells.
+- **lam = "auto"** (per cell): it *matches* the best fixed lam (the numeric lam with the highest mean ERS among
+  those neither collapsed nor degraded) when it is neither collapsed nor degraded and its mean ERS is at most the
+  noise (sqrt(std_a^2 + std_b^2)) below; *pass* when it matches in every cell compared."""
 
 
 def cell_slug(cell: Cell) -> str:
@@ -159,4 +162,9 @@ def regimes_part(part: Part, figures: str, prefix: str) -> List[str]:
         lines += ["## Entangled digits: the best lambda and the entanglement (Table 5)", "",
                   f"{display_name(LAMBDA_DEFENSE)}'s ERS (R@1) per lam:", ""] + lambda_table(results, cells) + [
             "", "| cell | best lam | why |", "|---|---|---|"] + rows + ["", f"- {verdict}: {check.text}", ""]
+        auto_rows, auto_check = auto_lambda_check(results, cells)
+        auto_verdict = "pass" if auto_check.passed else ("n/a" if auto_check.passed is None else "fail")
+        lines += ["## Entangled digits: lam = \"auto\" against the best fixed lam", "",
+                  "| cell | best fixed lam: ERS | auto: ERS | outcome |", "|---|---|---|---|"] + auto_rows + [
+            "", f"- {auto_verdict}: {auto_check.text}", ""]
     return lines

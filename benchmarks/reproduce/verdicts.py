@@ -275,6 +275,46 @@ def table5_relation(results: Results, cells: Sequence[Cell]) -> Tuple[List[str],
     return lines, Check(rho > 0, f"Spearman rho (entanglement a vs best lam) = {rho:+.2f} over {len(pairs)} cells")
 
 
+AUTO_LAMBDA = "auto"
+
+
+def best_fixed_lambda(results: Results, cell: Cell) -> Optional[Tuple[float, Summary]]:
+    """The numeric lam of the sweep with the highest mean ERS among those neither collapsed nor degraded."""
+    scored = [(results.metric(spec, ers_of, cell), float(lam_of(spec))) for spec in lambda_variants()
+              if not isinstance(lam_of(spec), str) and results.of(spec, cell)
+              and not results.is_collapsed(spec, cell) and not results.is_degraded(spec, cell)]
+    if not scored:
+        return None
+    summary, lam = max(scored, key=lambda item: item[0].mean)
+    return lam, summary
+
+
+def auto_lambda_check(results: Results, cells: Sequence[Cell]) -> Tuple[List[str], Check]:
+    """Per cell, lam="auto" against the best fixed lam: *matches* when auto is neither collapsed nor degraded and its
+    mean ERS is at most the noise below the best's; the check passes when it matches in every cell compared."""
+    auto = next(spec for spec in lambda_variants() if lam_of(spec) == AUTO_LAMBDA)
+    lines, outcomes = [], []
+    for cell in cells:
+        best = best_fixed_lambda(results, cell)
+        mine = results.metric(auto, ers_of, cell)
+        if best is None or mine.n == 0:
+            lines.append(f"| {cell.describe()} | n/a | {mine} | not compared (no acceptable fixed lam or no run) |")
+            continue
+        lam, summary = best
+        noise = math.sqrt(summary.std ** 2 + mine.std ** 2)
+        unacceptable = results.is_collapsed(auto, cell) or results.is_degraded(auto, cell)
+        matches = not unacceptable and mine.mean >= summary.mean - noise
+        why = ("collapsed or degraded" if unacceptable else
+               f"ERS {mine.mean - summary.mean:+.1f} vs noise {noise:.1f}")
+        lines.append(f"| {cell.describe()} | lam {lam:g}: {summary} | {mine} | "
+                     f"{'matches' if matches else 'below'} ({why}) |")
+        outcomes.append(matches)
+    if not outcomes:
+        return lines, Check(None, "lam=auto: no cell compared: not tested")
+    return lines, Check(all(outcomes), f"lam=auto matches the best fixed lam in {sum(outcomes)} of {len(outcomes)} "
+                                       "cells compared")
+
+
 # ----------------------------------------------------------------------------------------- the CLI's default defense
 TRAIN_DEFAULT = "ca-tride"  # `pml-tride train --defense` today
 TRAIN_DEFAULT_RULE = f"""- **`pml-tride train`'s default defense** (over every cell of both studies: the digits

@@ -20,6 +20,7 @@ from benchmarks.reproduce.plan import ModelSpec, StudySettings, lambda_variants,
 from benchmarks.reproduce.records import Results, collapsed, shift_summary, shrink_ratio, summarize
 from benchmarks.reproduce.verdicts import (
     Check,
+    auto_lambda_check,
     greater,
     pareto_front,
     spearman,
@@ -374,3 +375,22 @@ def test_train_default_rule_on_hand_made_records():
     rows, _ = train_default_decision([(default_study(digits, {"ca-tride": (88.0, 30.0)}), digits.cells()),
                                       (default_study(entangled, {"hm": (88.0, 50.0)}), entangled.cells())])
     assert "| HM | 6/7 | | | missing cells |" in rows
+
+
+def test_auto_lambda_against_the_best_fixed_lambda_on_hand_made_records():
+    settings = StudySettings(**plan_module.ENTANGLED_SETTINGS, dataset="entangled-digits", seeds=(0, 1))
+    cells = settings.cells()
+    below = table5_records([10.0] * 6, cells, settings)  # lam 10 scores 50, auto 30 like the others
+    rows, check = auto_lambda_check(Results(settings, below), cells)
+    assert check.passed is False and "in 0 of 6 cells" in check.text
+    assert "| eps 8/255, a = 4/255 | lam 10: 50.0 ± 0.0 | 30.0 ± 0.0 | below (ERS -20.0 vs noise 0.0) |" in rows
+    best_is_auto = table5_records(["auto"] * 6, cells, settings)  # auto 50, every fixed lam 30
+    assert auto_lambda_check(Results(settings, best_is_auto), cells)[1].passed is True
+    noisy = table5_records([10.0] * 6, cells, settings, noise=15.0)  # 20 points apart, noise sqrt(2) x 21.2
+    assert auto_lambda_check(Results(settings, noisy), cells)[1].passed is True
+    for record in best_is_auto.values():  # auto degraded (R@1 20 points below NT's) fails although most robust
+        if record["label"] == "CA-TRIDE (lam auto)":
+            record["benign"]["R@1"] = 70.0
+    rows, check = auto_lambda_check(Results(settings, best_is_auto), cells)
+    assert check.passed is False and all("collapsed or degraded" in row for row in rows)
+    assert auto_lambda_check(Results(settings, {}), cells)[1].passed is None
