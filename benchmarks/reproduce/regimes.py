@@ -36,7 +36,7 @@ from .records import (
 )
 from .report import RULES, Part, diagnostics_table, runs_lines, shown_path, verdict_lines
 from .run import epoch_iterations, load_data
-from .verdicts import MIN_INFORMATIVE_CELLS, auto_lambda_check, pareto_front, table5_relation
+from .verdicts import MIN_INFORMATIVE_CELLS, auto_lambda_check, pareto_front, regime_summary, table5_relation
 
 NOT_RUN = "not run yet"
 PARETO_RULE = """- **Equal cost** (per cell): every model's mean ERS against its mean counted PGD image passes over
@@ -50,6 +50,9 @@ TABLE5_RULE = f"""- **Table 5 relation** (the best lambda grows with the entangl
   correlation (average ranks for ties) between the entanglement a and the best lam over the informative cells is
   > 0, *not reproduced* when it is <= 0 or undefined (the best lam does not change), *not tested* with fewer than
   {MIN_INFORMATIVE_CELLS} informative cells.
+- **Summary per cell**: the most robust model *keeping R@1* is the one with the highest mean ERS among those
+  neither collapsed nor degraded (NT excluded); the *most robust* overall, among those not collapsed. Every model
+  of the cell counts (the zoo, the matched-steps and the lambda variants).
 - **lam = "auto"** (per cell): it *matches* the best fixed lam (the numeric lam with the highest mean ERS among
   those neither collapsed nor degraded) when it is neither collapsed nor degraded and its mean ERS is at most the
   noise (sqrt(std_a^2 + std_b^2)) below; *pass* when it matches in every cell compared."""
@@ -154,6 +157,10 @@ def regimes_part(part: Part, figures: str, prefix: str) -> List[str]:
     if part.failures or part.missing():
         lines += [f"{len(part.missing())} of {len(part.jobs)} planned jobs have no record in "
                   f"`{shown_path(part.out)}`" + (f"; {len(part.failures)} failed" if part.failures else "") + ".", ""]
+    specs = [spec for spec, _ in regime_models(part.settings)]
+    lines += ["## Entangled digits: summary per cell", "", "Counts are models (a model is collapsed or degraded in "
+              "more than half of its seeds); ERS mean ± std over seeds.", ""]
+    lines += regime_summary(results, cells, specs) + [""]
     for cell in cells:
         lines += cell_section(part, results, cell, figures, prefix)
     if "lambda" in part.settings.studies:

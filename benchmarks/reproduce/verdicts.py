@@ -218,6 +218,42 @@ def pareto_front(points: Sequence[Tuple[str, float, float]]) -> List[str]:
     return [name for _, name in sorted(front)]
 
 
+# ----------------------------------------------------------------------------------------------- regime summary
+def most_robust(results: Results, cell: Cell, specs: Sequence[ModelSpec],
+                keep_r1: bool) -> Optional[Tuple[ModelSpec, Summary]]:
+    """The model of ``specs`` (NT excluded) with the highest mean ERS among those not collapsed and, with
+    ``keep_r1``, known not to be degraded; None when none qualifies."""
+    scored = [(results.metric(spec, ers_of, cell), spec) for spec in specs
+              if spec.defense != REFERENCE_DEFENSE and results.of(spec, cell)
+              and not results.is_collapsed(spec, cell)
+              and not (keep_r1 and results.is_degraded(spec, cell) is not False)]  # unknown without NT
+    if not scored:
+        return None
+    summary, spec = max(scored, key=lambda item: item[0].mean)
+    return spec, summary
+
+
+def regime_summary(results: Results, cells: Sequence[Cell], specs: Sequence[ModelSpec]) -> List[str]:
+    """One row per cell: NT's R@1, the counts of collapsed and degraded models, the most robust model keeping R@1
+    (not degraded) and the most robust overall (not collapsed), each with its R@1, ERS and PGD image passes."""
+    lines = ["| cell | NT R@1 | collapsed | degraded | most robust, R@1 kept: R@1 / ERS / passes | most robust: R@1 / "
+             "ERS / passes |", "|---|---|---|---|---|---|"]
+    for cell in cells:
+        present = [spec for spec in specs if results.of(spec, cell)]
+        cells_text = []
+        for keep_r1 in (True, False):
+            best = most_robust(results, cell, present, keep_r1)
+            cells_text.append("none" if best is None else
+                              f"{best[0].label}: {results.metric(best[0], r1, cell).mean:.1f} / {best[1]} / "
+                              f"{results.metric(best[0], pgd_images, cell).mean:.3g}")
+        collapsed_count = sum(bool(results.is_collapsed(spec, cell)) for spec in present)
+        degraded_count = sum(bool(results.is_degraded(spec, cell)) for spec in present)
+        lines.append(f"| {cell.describe()} | {results.metric(zoo_spec(REFERENCE_DEFENSE), r1, cell)} | "
+                     f"{collapsed_count}/{len(present)} | {degraded_count}/{len(present)} | {cells_text[0]} | "
+                     f"{cells_text[1]} |")
+    return lines
+
+
 # ----------------------------------------------------------------------------------------------- Table 5
 def best_lambda(results: Results, cell: Cell) -> Tuple[Optional[float], str]:
     """The sweep's numeric lam with the highest mean ERS among those neither collapsed nor degraded, and why (None:

@@ -8,6 +8,7 @@ import os
 import random
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -23,6 +24,7 @@ from benchmarks.reproduce.verdicts import (
     auto_lambda_check,
     greater,
     pareto_front,
+    regime_summary,
     spearman,
     status,
     table5_relation,
@@ -394,3 +396,18 @@ def test_auto_lambda_against_the_best_fixed_lambda_on_hand_made_records():
     rows, check = auto_lambda_check(Results(settings, best_is_auto), cells)
     assert check.passed is False and all("collapsed or degraded" in row for row in rows)
     assert auto_lambda_check(Results(settings, {}), cells)[1].passed is None
+
+
+def test_regime_summary_names_the_most_robust_model_with_and_without_keeping_r1():
+    settings = StudySettings(**{**plan_module.ENTANGLED_SETTINGS, "zoo": ("none", "ca-tride", "hm", "naive-at")},
+                             dataset="entangled-digits", seeds=(0, 1))
+    cells = settings.cells()[:1]
+    specs = [zoo_spec(name) for name in settings.zoo]
+    results = default_study(replace(settings, entanglement_factors=(0.5,), regime_eps=(8 / 255,)),
+                            {"ca-tride": (88.0, 30.0), "hm": (60.0, 50.0), "naive-at": (20.0, 70.0)})
+    rows = regime_summary(results, cells, specs)
+    assert rows[2] == ("| eps 8/255, a = 4/255 | 90.0 ± 0.0 | 1/4 | 2/4 | CA-TRIDE: 88.0 / 30.0 ± 0.0 / 100 | "
+                       "HM: 60.0 / 50.0 ± 0.0 / 100 |")  # naive AT collapsed (R@1 20 = chance): never named
+    without_nt = Results(settings, {key: record for key, record in results.records.items()
+                                    if record["model"]["defense"] != "none"})
+    assert "| n/a | 1/3 | 0/3 | none | HM: 60.0" in regime_summary(without_nt, cells, specs)[2]
