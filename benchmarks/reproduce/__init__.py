@@ -21,10 +21,10 @@ the page lists the missing ones.
 """
 
 from .cli import build_parser, main, settings_from
-from .plan import Cell, Job, LossSpec, ModelSpec, StudySettings
+from .plan import Cell, Job, ModelSpec, StudySettings
 from .records import DEGRADED_POINTS, Results, Summary, collapsed, load_records, summarize
 from .verdicts import Check, greater, pareto_front, spearman, status, table5_relation, verdicts
 
-__all__ = ["build_parser", "main", "settings_from", "Cell", "Job", "LossSpec", "ModelSpec", "StudySettings",
+__all__ = ["build_parser", "main", "settings_from", "Cell", "Job", "ModelSpec", "StudySettings",
            "DEGRADED_POINTS", "Results", "Summary", "collapsed", "load_records", "summarize", "Check", "greater",
            "pareto_front", "spearman", "status", "table5_relation", "verdicts"]

@@ -249,10 +249,9 @@ def write_report(report: str, parts: List[Part], quick: bool) -> None:
     if quick:
         lines += ["!!! warning \"Quick run\"", "    This is the output of `--quick` (few models, few epochs, few "
                   "attack steps): it shows the format, not the study's findings.", ""]
-    any_loss = [part for part in parts if ANY_LOSS in part.settings.studies]
+    any_loss = [part for part in parts if ANY_LOSS in part.settings.studies]  # one section after the others
+    parts = [part for part in parts if ANY_LOSS not in part.settings.studies]
     for part in parts:
-        if ANY_LOSS in part.settings.studies:
-            continue
         if part.settings.entangled:
             lines += regimes_part(part, os.path.join(figures, "entangled"), "results/entangled")
         else:
