@@ -6,8 +6,9 @@ import re
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-# Pages and result files written by benchmarks/reproduce.py, which records its own command lines.
-GENERATED = ("docs/results.md", "docs/results/", "benchmarks/results/full/", "benchmarks/results/quick/")
+# Pages and result files written by benchmarks/reproduce, which records its own command lines (in _runs.json).
+GENERATED = ("docs/results.md", "docs/results/", "benchmarks/results/full/", "benchmarks/results/quick/",
+             "benchmarks/results/any-loss/")
 MACHINE_PATH = re.compile(r"(?<![\w.])/(?:work|root|home|tmp)/")
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 

@@ -5,13 +5,15 @@ Every model is the same small CNN trained with the same epochs, data and seeds o
 ten attacks, ERS, ARS). The models come from ``pml_tride.recipes.DEFENSES`` (a new defense joins the plan by
 itself). One JSON per job goes to ``--out`` as soon as the job ends; ``docs/results.md`` gets the tables, the
 collapse diagnostics over training (the paper's Figures 4 and 5), the defaults study, the eps x training-length
-sweep, the entangled study's regimes (eps x entanglement, equal cost, the lambda sweep) and the verdicts, derived
-from the numbers by the rules stated on the page. Run from the repository root:
+sweep, the entangled study's regimes (eps x entanglement, equal cost, the lambda sweep), the any-loss study (PML
+losses plain and wrapped in ``AdversarialLoss``) and the verdicts, derived from the numbers by the rules stated on
+the page. Run from the repository root:
 
     python -m benchmarks.reproduce --quick                                # CI: NT and CA-TRIDE, 2 epochs, 2 seeds
     python -m benchmarks.reproduce --workers 16                           # the digits study
     python -m benchmarks.reproduce --dataset entangled-digits --workers 2 --plan-only   # jobs and ETA
     python -m benchmarks.reproduce --dataset entangled-digits --workers 2               # the entangled study
+    python -m benchmarks.reproduce --studies any-loss --workers 1          # the any-loss study, both data sets
     python -m benchmarks.reproduce --report-only                          # rebuild the page from the JSON files
 
 Jobs whose JSON exists are skipped (resume); ``--time-budget`` stops starting jobs after that many seconds and

@@ -16,7 +16,11 @@ from pml_tride.cli import pixel_value
 from pml_tride.datasets import DEFAULT_IMAGE_SIZES
 from pml_tride.recipes import DEFENSES
 
+from .any_loss import train_any_loss
 from .plan import (
+    ANY_LOSS,
+    ANY_LOSS_QUICK,
+    ANY_LOSS_SETTINGS,
     COMMAND,
     ENTANGLED,
     ENTANGLED_QUICK,
@@ -29,10 +33,10 @@ from .plan import (
 )
 from .records import load_records
 from .report import Part, write_report
-from .run import epoch_iterations, estimate_line, machine, run_jobs
+from .run import epoch_iterations, estimate_line, machine, run_jobs, train_defense
 
 DATASETS = ("digits", ENTANGLED, "image-folder")
-STUDIES = ("zoo", "claims", "defaults", "sweep", "regimes", "matched", "lambda")
+STUDIES = ("zoo", "claims", "defaults", "sweep", "regimes", "matched", "lambda", ANY_LOSS)
 RESULTS = os.path.join("benchmarks", "results")
 DEFAULT_REPORT = os.path.join("docs", "results.md")
 DESCRIPTION = ("The paper's study in one command: the defense zoo trained alike, attacked with all ten attacks, and "
@@ -42,8 +46,9 @@ DESCRIPTION = ("The paper's study in one command: the defense zoo trained alike,
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.reproduce", description=DESCRIPTION)
     parser.add_argument("--quick", action="store_true", help="few models, 1-2 epochs, few attack steps (CI)")
-    parser.add_argument("--dataset", choices=DATASETS, default="digits",
-                        help="digits: the zoo study; entangled-digits: the regime grid")
+    parser.add_argument("--dataset", choices=DATASETS, default=None,
+                        help="digits (default): the zoo study; entangled-digits: the regime grid; with --studies "
+                        "any-loss: only this data set (default both)")
     parser.add_argument("--data-root", help="for image-folder: a folder with one sub-folder per class")
     parser.add_argument("--image-size", type=int, default=None, help="default: 16 for digits, 32 for image-folder")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs")
@@ -54,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--models", nargs="+", choices=list(DEFENSES), default=None,
                         help="only these defenses of the zoo (names in pml_tride.recipes.DEFENSES)")
     parser.add_argument("--studies", nargs="+", choices=STUDIES, default=None,
-                        help="digits: zoo claims defaults sweep; entangled-digits: regimes matched lambda")
+                        help="digits: zoo claims defaults sweep; entangled-digits: regimes matched lambda; any-loss "
+                        "(alone): PML losses plain and wrapped in AdversarialLoss, on digits and entangled-digits")
     parser.add_argument("--eps", type=pixel_value, default=None,
                         help="the digits zoo's training and attack budget (default 16/255 for digits, 8/255 otherwise)")
     parser.add_argument("--sweep-eps", type=pixel_value, nargs="+", default=None,
@@ -70,12 +76,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def settings_from(args: argparse.Namespace) -> StudySettings:
-    entangled = args.dataset == ENTANGLED
-    settings = StudySettings(**{**(ENTANGLED_SETTINGS if entangled else {}),
-                                **((ENTANGLED_QUICK if entangled else QUICK) if args.quick else {})})
-    image_size = args.image_size or DEFAULT_IMAGE_SIZES.get(args.dataset, 32)
-    settings = replace(settings, dataset=args.dataset, data_root=args.data_root, image_size=image_size)
+def any_loss_study(args: argparse.Namespace) -> bool:
+    return args.studies is not None and ANY_LOSS in args.studies
+
+
+def settings_from(args: argparse.Namespace, dataset: Optional[str] = None) -> StudySettings:
+    """The settings of the study on ``dataset`` (default ``--dataset``, else digits)."""
+    dataset = dataset or args.dataset or "digits"
+    entangled = dataset == ENTANGLED
+    if any_loss_study(args):
+        base = {**ANY_LOSS_SETTINGS[dataset], **(ANY_LOSS_QUICK if args.quick else {})}
+    else:
+        base = {**(ENTANGLED_SETTINGS if entangled else {}),
+                **((ENTANGLED_QUICK if entangled else QUICK) if args.quick else {})}
+    settings = StudySettings(**base)
+    image_size = args.image_size or DEFAULT_IMAGE_SIZES.get(dataset, 32)
+    settings = replace(settings, dataset=dataset, data_root=args.data_root, image_size=image_size)
     overrides: Dict[str, Any] = {"epochs": args.epochs, "eval_steps": args.eval_steps,
                                  "studies": None if args.studies is None else tuple(args.studies),
                                  "seeds": None if args.seeds is None else tuple(args.seeds),
@@ -84,13 +100,15 @@ def settings_from(args: argparse.Namespace) -> StudySettings:
     settings = replace(settings, **{key: value for key, value in overrides.items() if value is not None})
     if args.max_batches is not None:
         settings = replace(settings, max_batches=args.max_batches or None)
-    if args.eps is not None or args.dataset == "image-folder":
+    if args.eps is not None or dataset == "image-folder":
         settings = replace(settings, eps=args.eps if args.eps is not None else PAPER_EPS)
     return settings
 
 
 def default_out(settings: StudySettings) -> str:
-    """benchmarks/results/ full, quick, entangled or entangled-quick."""
+    """benchmarks/results/ full, quick, entangled, entangled-quick, or any-loss[-quick]/<data set>."""
+    if ANY_LOSS in settings.studies:
+        return os.path.join(RESULTS, ANY_LOSS + ("-quick" if settings.quick else ""), settings.dataset)
     if settings.entangled:
         return os.path.join(RESULTS, "entangled-quick" if settings.quick else "entangled")
     return os.path.join(RESULTS, "quick" if settings.quick else "full")
@@ -125,51 +143,101 @@ def load_runs(out: str) -> List[Dict[str, Any]]:
         return json.load(handle)
 
 
-def companion(settings: StudySettings) -> Optional[Part]:
-    """The other study of the full page (the entangled study beside the digits study and back)."""
-    if settings.quick or settings.dataset == "image-folder":
-        return None
-    other = StudySettings(**ENTANGLED_SETTINGS, dataset=ENTANGLED) if not settings.entangled else StudySettings()
-    out = default_out(other)
-    return Part(other, out, plan(other), load_runs(out))
+# The studies of the full page, in page order: the digits study, the entangled study, the any-loss study on both.
+FULL_PAGE = (
+    {}, dict(ENTANGLED_SETTINGS, dataset=ENTANGLED), dict(ANY_LOSS_SETTINGS["digits"], dataset="digits"),
+    dict(ANY_LOSS_SETTINGS[ENTANGLED], dataset=ENTANGLED),
+)
+
+
+def page_parts(parts: List[Part]) -> List[Part]:
+    """The parts of the page: those run, for a quick or image-folder run; else every study of the full page, each
+    from its default JSON folder unless it was run now (whatever records it has: none, some or all)."""
+    if any(part.settings.quick or part.settings.dataset == "image-folder" for part in parts):
+        return parts
+
+    def study(settings: StudySettings):
+        return settings.dataset, ANY_LOSS in settings.studies
+
+    ran = {study(part.settings): part for part in parts}
+    page = []
+    for base in FULL_PAGE:
+        settings = StudySettings(**base)
+        out = default_out(settings)
+        page.append(ran.get(study(settings)) or Part(settings, out, plan(settings), load_runs(out)))
+    return page
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    if args.workers < 1:
+        raise SystemExit("--workers must be >= 1")
+    if args.dataset == "image-folder" and not args.data_root:
+        raise SystemExit("--dataset image-folder needs --data-root DIR (one sub-folder per class)")
+    if any_loss_study(args):
+        if len(args.studies) > 1 or args.models is not None or args.sweep_eps is not None:
+            raise SystemExit(f"--studies {ANY_LOSS} runs alone (no other study, --models or --sweep-eps)")
+        if args.dataset is not None and args.dataset not in ANY_LOSS_SETTINGS:
+            raise SystemExit(f"--studies {ANY_LOSS} runs on {' and '.join(ANY_LOSS_SETTINGS)}, not {args.dataset}")
+
+
+def study_settings(args: argparse.Namespace) -> List[StudySettings]:
+    """The studies the command runs: one, or the any-loss study on each of its data sets."""
+    if any_loss_study(args) and args.dataset is None:
+        return [settings_from(args, dataset) for dataset in ANY_LOSS_SETTINGS]
+    return [settings_from(args)]
+
+
+def part_out(args: argparse.Namespace, settings: StudySettings) -> str:
+    """The JSON folder of a study: ``--out`` (with one sub-folder per data set for the any-loss study) or the
+    default."""
+    if args.out is None:
+        return default_out(settings)
+    return os.path.join(args.out, settings.dataset) if ANY_LOSS in settings.studies else args.out
+
+
+def run_part(args: argparse.Namespace, argv: List[str], part: Part) -> None:
+    """Run the part's jobs that have no JSON yet; record the run in its ``_runs.json``."""
+    settings, out = part.settings, part.out
+    done = set(part.results().by_key)
+    todo = [job for job in part.jobs if job.key not in done]
+    print(f"reproduce: {settings.describe()}\n{len(part.jobs)} jobs planned, {len(part.jobs) - len(todo)} already "
+          f"in {out}", flush=True)
+    iterations = epoch_iterations(settings)
+    train = train_any_loss if ANY_LOSS in settings.studies else train_defense
+    started, wall = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.monotonic()
+    part.failures = run_jobs(todo, settings, args.device, out, args.workers, args.time_budget, iterations, train)
+    part.runs.append({"command": shlex.join(list(COMMAND) + argv), "commit": commit(), "machine": machine(),
+                      "device": args.device, "workers": args.workers, "started": started, "jobs_run": len(todo),
+                      "wall_seconds": time.monotonic() - wall})
+    with open(os.path.join(out, "_runs.json"), "w") as handle:
+        json.dump(part.runs, handle, indent=1)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    if args.workers < 1:
-        raise SystemExit("--workers must be >= 1")
-    if args.dataset == "image-folder" and not args.data_root:
-        raise SystemExit("--dataset image-folder needs --data-root DIR (one sub-folder per class)")
-    settings = settings_from(args)
-    out = args.out or default_out(settings)
-    report = args.report or (os.path.join(out, "results.md") if settings.quick else DEFAULT_REPORT)
-    jobs = plan(settings)
+    check_arguments(args)
+    parts = []
+    for settings in study_settings(args):
+        out, jobs = part_out(args, settings), plan(settings)
+        if args.plan_only:
+            print(f"plan: {settings.describe()}\n{len(settings.cells())} cell(s); "
+                  + estimate_line(jobs, settings, args.workers, epoch_iterations(settings)))
+            continue
+        os.makedirs(out, exist_ok=True)
+        check_settings(out, settings)
+        parts.append(Part(settings, out, jobs, load_runs(out)))
+        if not args.report_only:
+            run_part(args, argv, parts[-1])
     if args.plan_only:
-        print(f"plan: {settings.describe()}\n{len(settings.cells())} cell(s); "
-              + estimate_line(jobs, settings, args.workers, epoch_iterations(settings)))
         return 0
-    os.makedirs(out, exist_ok=True)
-    check_settings(out, settings)
-    part = Part(settings, out, jobs, load_runs(out))
-    if not args.report_only:
-        done = set(part.results().by_key)
-        todo = [job for job in jobs if job.key not in done]
-        print(f"reproduce: {settings.describe()}\n{len(jobs)} jobs planned, {len(jobs) - len(todo)} already in {out}",
-              flush=True)
-        iterations = epoch_iterations(settings)
-        started, wall = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.monotonic()
-        part.failures = run_jobs(todo, settings, args.device, out, args.workers, args.time_budget, iterations)
-        part.runs.append({"command": shlex.join(list(COMMAND) + argv), "commit": commit(), "machine": machine(),
-                          "device": args.device, "workers": args.workers, "started": started, "jobs_run": len(todo),
-                          "wall_seconds": time.monotonic() - wall})
-        with open(os.path.join(out, "_runs.json"), "w") as handle:
-            json.dump(part.runs, handle, indent=1)
-    other = companion(settings)
-    parts = [part] if other is None else sorted([part, other], key=lambda p: p.settings.entangled)
-    write_report(report, parts, settings.quick)
-    missing = part.missing()
-    print(f"report: {report} ({len(jobs) - len(missing) - len(part.failures)} of {len(jobs)} jobs)"
-          + (f"; {len(missing)} missing" if missing else "") + (f"; {len(part.failures)} failed" if part.failures
-                                                                 else ""))
-    return 1 if part.failures else 0
+    quick = parts[0].settings.quick
+    folder = args.out or (os.path.dirname(parts[0].out) if any_loss_study(args) else parts[0].out)
+    report = args.report or (os.path.join(folder, "results.md") if quick else DEFAULT_REPORT)
+    write_report(report, page_parts(parts), quick)
+    for part in parts:
+        missing = part.missing()
+        print(f"report: {report} ({len(part.jobs) - len(missing) - len(part.failures)} of {len(part.jobs)} jobs in "
+              f"{part.out})" + (f"; {len(missing)} missing" if missing else "")
+              + (f"; {len(part.failures)} failed" if part.failures else ""))
+    return 1 if any(part.failures for part in parts) else 0

@@ -1,9 +1,10 @@
 """The study's plan: the models (derived from ``pml_tride.recipes.DEFENSES``), the settings, the jobs and their cost.
 
-Two studies share the machinery. The *digits* study trains the whole zoo at one eps, plus the claims' extra model,
+Three studies share the machinery. The *digits* study trains the whole zoo at one eps, plus the claims' extra model,
 the defaults study and an eps x training-length sweep. The *entangled* study (``--dataset entangled-digits``) trains
 the regime zoo on every cell of a fixed grid of eps x entanglement, each defense also at the other loss classes'
-default PGD steps (equal cost), and a lambda sweep of CA-TRIDE.
+default PGD steps (equal cost), and a lambda sweep of CA-TRIDE. The *any-loss* study (``--studies any-loss``) trains
+plain PML losses with their miners, plain and wrapped in ``AdversarialLoss``, on both data sets.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from pml_tride import losses
+from pml_tride.losses.adversarial_loss import ADVERSARIAL_LOSS_AWARENESS
+from pml_tride.losses.adversarial_triplet_loss import SHARED_DEFAULTS
 from pml_tride.recipes import DEFENSES, DefenseSpec
 
 PIXEL_LEVELS = 255
@@ -87,6 +90,52 @@ class ModelSpec:
     def steps(self) -> int:
         """The training PGD steps of this model (its overrides, else the defense's, else the loss class's)."""
         return int(dict(self.loss_overrides).get("steps", loss_defaults(self.defense)["steps"]))
+
+    def attack_steps_per_image(self) -> int:
+        """PGD steps per training image and iteration (per-triplet perturbation attacks about twice the images)."""
+        copies = PER_TRIPLET_COPIES if dict(self.loss_overrides).get("perturb") == "per_triplet" else 1
+        return self.steps() * copies
+
+
+# ----------------------------------------------------------------------------------------------- the any-loss study
+ANY_LOSS = "any-loss"
+PLAIN = "plain"  # the PML loss unwrapped; the other variants are AdversarialLoss's awareness values
+ANY_LOSS_VARIANTS = (PLAIN,) + ADVERSARIAL_LOSS_AWARENESS
+# The PML losses of the any-loss study (each trained with its usual miner, see benchmarks/reproduce/any_loss.py).
+ANY_LOSS_NAMES = {"multi-similarity": "MultiSimilarity", "contrastive": "Contrastive"}
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A model of the any-loss study: a PML loss (a key of ``ANY_LOSS_NAMES``) trained plain or wrapped in
+    ``AdversarialLoss`` with the awareness ``variant``."""
+
+    label: str
+    loss: str
+    variant: str
+
+    @property
+    def slug(self) -> str:
+        return f"{self.loss}+{self.variant if self.variant == PLAIN else 'adversarial-' + self.variant}"
+
+    @property
+    def variant_label(self) -> str:
+        return PLAIN if self.variant == PLAIN else f'AdversarialLoss, awareness="{self.variant}"'
+
+    def canonical(self) -> "LossSpec":
+        return self
+
+    def steps(self) -> int:
+        """AdversarialLoss's default PGD steps; 0 for the plain loss."""
+        return 0 if self.variant == PLAIN else int(SHARED_DEFAULTS["steps"])
+
+    def attack_steps_per_image(self) -> int:
+        return self.steps()
+
+
+def any_loss_models() -> List[LossSpec]:
+    return [LossSpec(f"{name} ({variant})", loss, variant) for loss, name in ANY_LOSS_NAMES.items()
+            for variant in ANY_LOSS_VARIANTS]
 
 
 def zoo_spec(defense: str) -> ModelSpec:
@@ -201,14 +250,16 @@ class StudySettings:
         queries = "every test image" if self.max_batches is None else \
             f"the first {self.max_batches * self.batch_size} test images (max_batches={self.max_batches})"
         budget = (f"eps {pixels(self.eps)}" if not self.entangled else
-                  "eps and entanglement per cell (below)")
+                  "eps and entanglement per cell (below)" if len(self.cells()) > 1 else self.cells()[0].describe())
         longer = f" (x{self.long_factor} for the long sweep cells)" if "sweep" in self.studies else ""
         per_epoch = "" if self.iterations_per_epoch is None else f" of {self.iterations_per_epoch} iterations"
+        steps = (f"AdversarialLoss's default {SHARED_DEFAULTS['steps']} steps (progressive alpha)"
+                 if ANY_LOSS in self.studies else "steps = each loss class's default (TrideLoss 16, EST/ACT/HM 32)")
         return (f"{self.dataset} {self.image_size}x{self.image_size}, small CNN ({self.embedding_dim}-d, width "
                 f"{self.width}), {self.epochs} epochs{longer}{per_epoch}, SPC-2 batches "
                 f"of {self.batch_size} (same-class pairs, SPC2Sampler, for every model), Adam lr {self.lr}, seeds "
                 f"{list(self.seeds)}; training PGD {budget}, alpha = eps x {self.train_alpha_ratio:g} (progressive "
-                f"where the defense uses it), steps = each loss class's default (TrideLoss 16, EST/ACT/HM 32); "
+                f"where the defense uses it), {steps}; "
                 f"evaluation: all ten attacks at the training eps, alpha = eps x {self.eval_alpha_ratio:g}, "
                 f"{self.eval_steps} steps, on {queries} against the whole test pool")
 
@@ -227,17 +278,24 @@ ENTANGLED_SETTINGS = dict(epochs=4, iterations_per_epoch=8, eval_steps=8, max_ba
 ENTANGLED_QUICK = dict(epochs=2, iterations_per_epoch=3, eval_steps=2, max_batches=1, seeds=(0,),
                        zoo=("none", "ca-tride"), studies=REGIME_STUDIES, regime_eps=(16 / PIXEL_LEVELS,),
                        entanglement_factors=(1.0,), quick=True)
+# The any-loss study: the digits study's settings, and the entangled study's at its cell eps = a = 16/255.
+ANY_LOSS_SETTINGS = {
+    "digits": dict(zoo=(), studies=(ANY_LOSS,)),
+    ENTANGLED: dict(ENTANGLED_SETTINGS, zoo=(), studies=(ANY_LOSS,), regime_eps=(16 / PIXEL_LEVELS,),
+                    entanglement_factors=(1.0,)),
+}
+ANY_LOSS_QUICK = dict(epochs=2, iterations_per_epoch=2, eval_steps=2, max_batches=1, seeds=(0,), quick=True)
 
 
 @dataclass(frozen=True)
 class Job:
     """One (model, seed, cell) training and evaluation."""
 
-    model: ModelSpec
+    model: Union[ModelSpec, LossSpec]
     seed: int
     eps: float
     epochs: int
-    priority: int = field(default=0, compare=False)  # 0 zoo and claims, 1 defaults and variants, 2 sweeps
+    priority: int = field(default=0, compare=False)  # 0 zoo, claims, any-loss; 1 defaults and variants; 2 sweeps
     entanglement: Optional[float] = None
 
     @property
@@ -273,7 +331,7 @@ def regime_models(settings: StudySettings) -> List[Tuple[ModelSpec, int]]:
 def plan(settings: StudySettings) -> List[Job]:
     """The jobs of the chosen studies, deduplicated by key (a zoo model is also the defaults study's default, the
     sweep's cell at the zoo's eps and length, and the lambda sweep's default lam)."""
-    wanted: List[Tuple[ModelSpec, Cell, int]] = []
+    wanted: List[Tuple[Union[ModelSpec, LossSpec], Cell, int]] = []
     base = Cell(settings.eps, settings.epochs)
     if settings.entangled:
         wanted += [(spec, cell, priority) for cell in settings.cells() for spec, priority in regime_models(settings)]
@@ -285,6 +343,8 @@ def plan(settings: StudySettings) -> List[Job]:
         wanted += [(spec, base, 1) for _, spec in defaults_configurations()]
     if "sweep" in settings.studies:
         wanted += [(zoo_spec(name), cell, 2) for cell in sweep_cells(settings) for name in ("naive-tride", "ca-tride")]
+    if ANY_LOSS in settings.studies:
+        wanted += [(spec, cell, 0) for cell in settings.cells() for spec in any_loss_models()]
     jobs: Dict[str, Job] = {}
     for spec, cell, priority in wanted:
         for seed in settings.seeds:
@@ -295,8 +355,7 @@ def plan(settings: StudySettings) -> List[Job]:
 
 def estimated_seconds(job: Job, settings: StudySettings, iterations_per_epoch: int) -> float:
     """Single-core seconds of a job by the cost model above (for the ETA and the printed estimate)."""
-    copies = PER_TRIPLET_COPIES if dict(job.model.loss_overrides).get("perturb") == "per_triplet" else 1
-    train_units = job.epochs * iterations_per_epoch * (1 + job.model.steps() * copies)
+    train_units = job.epochs * iterations_per_epoch * (1 + job.model.attack_steps_per_image())
     batches = settings.max_batches or math.ceil(FULL_TEST_IMAGES / settings.batch_size)
     return (train_units * SECONDS_PER_TRAIN_UNIT + batches * settings.eval_steps * SECONDS_PER_EVAL_UNIT
             + SECONDS_PER_JOB)

@@ -7,13 +7,13 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from pml_tride.evaluation import is_collapsed, is_degraded
 
-from .plan import Cell, Job, ModelSpec, StudySettings, zoo_spec
+from .plan import Cell, Job, LossSpec, ModelSpec, StudySettings, zoo_spec
 
 REFERENCE_DEFENSE = "none"
 # Perturbed roles of TrideLoss's phases: CAP perturbs positives and negatives, ANP anchors. A single-phase defense's
@@ -32,8 +32,11 @@ def load_records(out: str) -> Dict[str, Dict[str, Any]]:
     return records
 
 
-def record_spec(record: Dict[str, Any]) -> ModelSpec:
+def record_spec(record: Dict[str, Any]) -> Union[ModelSpec, LossSpec]:
+    """The model of a record: a defense of the zoo, or a PML loss of the any-loss study."""
     model = record["model"]
+    if "defense" not in model:
+        return LossSpec(model["label"], model["loss"], model["variant"])
     return ModelSpec(model["label"], model["defense"], tuple(map(tuple, model["loss_overrides"])),
                      tuple(map(tuple, model["miner_overrides"])))
 
@@ -170,7 +173,7 @@ class Results:
     def at(self, cell: Cell) -> "Results":
         return Results(self.settings, self.records, cell)
 
-    def of(self, spec: Optional[ModelSpec], cell: Optional[Cell] = None) -> List[dict]:
+    def of(self, spec: Optional[Union[ModelSpec, LossSpec]], cell: Optional[Cell] = None) -> List[dict]:
         if spec is None:
             return []
         cell = cell or self.cell
@@ -178,11 +181,11 @@ class Results:
                 for seed in self.settings.seeds]
         return [self.by_key[key] for key in keys if key in self.by_key]
 
-    def metric(self, spec: Optional[ModelSpec], getter: Callable[[dict], Optional[float]],
+    def metric(self, spec: Optional[Union[ModelSpec, LossSpec]], getter: Callable[[dict], Optional[float]],
                cell: Optional[Cell] = None) -> Summary:
         return summarize([getter(record) for record in self.of(spec, cell)])
 
-    def is_collapsed(self, spec: ModelSpec, cell: Optional[Cell] = None) -> Optional[bool]:
+    def is_collapsed(self, spec: Union[ModelSpec, LossSpec], cell: Optional[Cell] = None) -> Optional[bool]:
         """Collapsed in more than half of the seeds; None when the model has no record."""
         records = self.of(spec, cell)
         return None if not records else sum(collapsed(r) for r in records) > len(records) / 2

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional
 from pml_tride.evaluation import ARS_ATTACKS, COLLAPSE_LIFT, DEGRADED_POINTS, ERS_ATTACKS
 from pml_tride.optional_imports import has_pyplot
 
-from .plan import CA_PROGRESSIVE_OFF, Job, StudySettings, pixels, sweep_cells, zoo_spec
+from .plan import ANY_LOSS, CA_PROGRESSIVE_OFF, Job, StudySettings, pixels, sweep_cells, zoo_spec
 from .plots import plot_diagnostics, plot_shifts
 from .records import (
     Results,
@@ -245,8 +245,10 @@ def digits_part(part: Part, figures: str, prefix: str) -> List[str]:
 
 
 def write_report(report: str, parts: List[Part], quick: bool) -> None:
-    """Write the page: every study part in order (the digits study, then the entangled study's regimes)."""
-    from .regimes import regimes_part  # the regime sections reuse this module's tables
+    """Write the page: every study part in order (the digits study, the entangled study's regimes), then the
+    any-loss study's section for its parts."""
+    from .any_loss import any_loss_part  # the study sections reuse this module's tables
+    from .regimes import regimes_part
 
     figures = os.path.join(os.path.dirname(os.path.abspath(report)), "results")
     os.makedirs(figures, exist_ok=True)
@@ -254,6 +256,8 @@ def write_report(report: str, parts: List[Part], quick: bool) -> None:
     if quick:
         lines += ["!!! warning \"Quick run\"", "    This is the output of `--quick` (few models, few epochs, few "
                   "attack steps): it shows the format, not the study's findings.", ""]
+    any_loss = [part for part in parts if ANY_LOSS in part.settings.studies]  # one section after the others
+    parts = [part for part in parts if ANY_LOSS not in part.settings.studies]
     for part in parts:
         if part.settings.entangled:
             lines += regimes_part(part, os.path.join(figures, "entangled"), "results/entangled")
@@ -263,5 +267,7 @@ def write_report(report: str, parts: List[Part], quick: bool) -> None:
         rows, decision = train_default_decision([(part.results(), part.settings.cells()) for part in parts])
         lines += ["## The command line's default defense", "", "Rule, fixed before the entangled study's runs:", "",
                   TRAIN_DEFAULT_RULE, ""] + rows + ["", decision, ""]
+    if any_loss:
+        lines += any_loss_part(any_loss)
     with open(report, "w") as handle:
         handle.write("\n".join(lines).rstrip() + "\n")

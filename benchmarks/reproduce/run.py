@@ -15,7 +15,7 @@ import traceback
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from tqdm.auto import tqdm
@@ -26,6 +26,7 @@ from pml_tride.evaluation.benign import BASE_RECALL
 from pml_tride.models import small_cnn_embedder
 from pml_tride.recipes import train_embedder
 from pml_tride.samplers import PAIR_SIZE, SPC2Sampler
+from pml_tride.trainers import TrideTrainer
 
 from .plan import Job, StudySettings, estimated_seconds
 
@@ -34,6 +35,8 @@ HISTORY_KEYS = ("epoch", "iteration", "phase", "loss", "collapseness_clean", "se
                 "embedding_shift_positive", "embedding_shift_negative", "assist_steps")
 PGD_KEYS = ("pgd_forward_images", "pgd_backward_images")
 HISTORY_DIGITS = 6
+# How a job's model is trained: (job, model, train set, settings, batch size, device) -> (trainer, training seconds).
+TrainFunction = Callable[[Job, torch.nn.Module, Any, StudySettings, int, torch.device], Tuple[TrideTrainer, float]]
 
 
 def load_data(settings: StudySettings, entanglement: Optional[float] = None):
@@ -59,8 +62,22 @@ def machine() -> Dict[str, Any]:
     return info
 
 
-def run_job(job: Job, settings: StudySettings, device: str, out: str) -> Dict[str, Any]:
-    """Train and evaluate one job single-threaded; write and return its record."""
+def train_defense(job: Job, model: torch.nn.Module, train_set, settings: StudySettings, batch_size: int,
+                  device: torch.device) -> Tuple[TrideTrainer, float]:
+    """Train a model of the zoo: its named defense through ``pml_tride.recipes.train_embedder``."""
+    return train_embedder(
+        model, train_set, defense=job.model.defense, epochs=job.epochs, batch_size=batch_size,
+        lr=settings.lr, eps=job.eps, alpha=job.eps * settings.train_alpha_ratio, seed=job.seed,
+        device=device, loss_overrides=dict(job.model.loss_overrides) or None,
+        miner_overrides=dict(job.model.miner_overrides) or None,
+        sampler=SPC2Sampler(torch.as_tensor(train_set.labels), seed=job.seed),
+        iterations_per_epoch=settings.iterations_per_epoch,
+    )
+
+
+def run_job(job: Job, settings: StudySettings, device: str, out: str,
+            train: TrainFunction = train_defense) -> Dict[str, Any]:
+    """Train (with ``train``) and evaluate one job single-threaded; write and return its record."""
     torch.set_num_threads(1)
     logging.getLogger("PML").setLevel(logging.ERROR)  # 'models is missing "embedder"': PML adds the identity
     warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True to a scalar")
@@ -72,14 +89,7 @@ def run_job(job: Job, settings: StudySettings, device: str, out: str) -> Dict[st
     model = small_cnn_embedder(in_channels=train_set[0][0].shape[0], embedding_dim=settings.embedding_dim,
                                width=settings.width)
     with contextlib.redirect_stderr(io.StringIO()):  # PML's per-iteration progress bars, one per job and epoch
-        trainer, train_seconds = train_embedder(
-            model, train_set, defense=job.model.defense, epochs=job.epochs, batch_size=batch_size,
-            lr=settings.lr, eps=job.eps, alpha=job.eps * settings.train_alpha_ratio, seed=job.seed,
-            device=torch.device(device), loss_overrides=dict(job.model.loss_overrides) or None,
-            miner_overrides=dict(job.model.miner_overrides) or None,
-            sampler=SPC2Sampler(torch.as_tensor(train_set.labels), seed=job.seed),
-            iterations_per_epoch=settings.iterations_per_epoch,
-        )
+        trainer, train_seconds = train(job, model, train_set, settings, batch_size, torch.device(device))
     evaluator = RobustnessEvaluator(eps=job.eps, alpha=job.eps * settings.eval_alpha_ratio, steps=settings.eval_steps,
                                     seed=job.seed, device=device, progress=False, max_batches=settings.max_batches)
     report = evaluator.evaluate(model, test_set)
@@ -114,9 +124,10 @@ def _number(value: Optional[float]) -> str:
     return "n/a" if value is None else f"{value:.1f}"
 
 
-def run_job_safely(job: Job, settings: StudySettings, device: str, out: str) -> Tuple[str, Any]:
+def run_job_safely(job: Job, settings: StudySettings, device: str, out: str,
+                   train: TrainFunction = train_defense) -> Tuple[str, Any]:
     try:
-        return "ok", run_job(job, settings, device, out)
+        return "ok", run_job(job, settings, device, out, train)
     except Exception:  # a failed job is reported, the others go on
         return "error", traceback.format_exc()
 
@@ -128,8 +139,10 @@ def estimate_line(jobs: List[Job], settings: StudySettings, workers: int, iterat
 
 
 def run_jobs(jobs: List[Job], settings: StudySettings, device: str, out: str, workers: int,
-             time_budget: Optional[float], iterations_per_epoch: int) -> Dict[str, str]:
-    """Run the jobs (a process pool when workers > 1); returns the failures (key -> traceback)."""
+             time_budget: Optional[float], iterations_per_epoch: int,
+             train: TrainFunction = train_defense) -> Dict[str, str]:
+    """Run the jobs (a process pool when workers > 1), each trained with ``train``; returns the failures (key ->
+    traceback)."""
     costs = {job.key: estimated_seconds(job, settings, iterations_per_epoch) for job in jobs}
     jobs = sorted(jobs, key=lambda job: (job.priority, -costs[job.key]))  # the zoo first; long jobs early in each
     print(estimate_line(jobs, settings, workers, iterations_per_epoch), flush=True)
@@ -164,7 +177,7 @@ def run_jobs(jobs: List[Job], settings: StudySettings, device: str, out: str, wo
     if workers == 1:
         while pending and budget_left():
             job = pending.pop(0)
-            status, result = run_job_safely(job, settings, device, out)
+            status, result = run_job_safely(job, settings, device, out, train)
             count += 1
             finished(job, status, result, count)
     else:
@@ -174,7 +187,7 @@ def run_jobs(jobs: List[Job], settings: StudySettings, device: str, out: str, wo
             while pending or running:
                 while pending and len(running) < workers and budget_left():
                     job = pending.pop(0)
-                    running[pool.submit(run_job_safely, job, settings, device, out)] = job
+                    running[pool.submit(run_job_safely, job, settings, device, out, train)] = job
                 if not running:
                     break
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
