@@ -20,8 +20,9 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     defaults, plain = DemoSettings(), DemoSettings.plain_digits()
     parser.add_argument("--out", default=defaults.out, help="output folder (default: %(default)s)")
     parser.add_argument("--dataset", choices=sorted(DEMO_MODELS), default=defaults.dataset,
-                        help="entangled-digits (default): undefended, naive AT and CA-TRIDE, where naive AT collapses; "
-                             "digits: the plain-digits demo, undefended and CA-TRIDE")
+                        help="entangled-digits (default): undefended, naive AT and CA-TRIDE at eps = a, where an "
+                             "attack can erase the sub-class evidence; digits: the plain-digits demo, undefended and "
+                             "CA-TRIDE")
     add_dataset_option_arguments(parser)
     parser.add_argument("--epochs", type=int, default=None,
                         help=f"default {defaults.epochs} ({plain.epochs} for --dataset digits)")
