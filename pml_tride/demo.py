@@ -15,8 +15,9 @@ and says which model collapsed (its ERS and ARS do not measure robustness) or is
 ``dataset="digits"`` runs the two-model demo (undefended and CA-TRIDE on the plain digits) with
 :meth:`DemoSettings.plain_digits`.
 
-The budget is set by the cost: 2 epochs of 18 iterations (one pass over the training set), 4 training PGD steps of
-eps/4 (the fewest that reach the corner of the budget), so the demo runs in minutes on two CPU cores. CA-TRIDE
+The budget is set by the cost: 2 epochs of 18 iterations of 100 images (about two passes over the 901 training
+images), 4 training PGD steps of eps/4 (the fewest that reach the corner of the budget), so the demo runs in
+minutes on two CPU cores. CA-TRIDE
 keeps the paper's progressive step size (alpha * epoch / epochs, 0-based), so with 2 epochs its adversary is off
 in the first epoch and steps eps/8 in the second.
 
