@@ -204,9 +204,9 @@ def run_part(args: argparse.Namespace, argv: List[str], part: Part) -> None:
           f"in {out}", flush=True)
     iterations = epoch_iterations(settings)
     train = train_any_loss if ANY_LOSS in settings.studies else train_defense
-    started, wall = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.monotonic()
+    started, wall, code = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.monotonic(), commit()  # the code that runs
     part.failures = run_jobs(todo, settings, args.device, out, args.workers, args.time_budget, iterations, train)
-    part.runs.append({"command": shlex.join(list(COMMAND) + argv), "commit": commit(), "machine": machine(),
+    part.runs.append({"command": shlex.join(list(COMMAND) + argv), "commit": code, "machine": machine(),
                       "device": args.device, "workers": args.workers, "started": started, "jobs_run": len(todo),
                       "wall_seconds": time.monotonic() - wall})
     with open(os.path.join(out, "_runs.json"), "w") as handle:
