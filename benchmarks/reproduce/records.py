@@ -148,6 +148,11 @@ def base_r1(record: dict) -> Optional[float]:
     return record.get("base_r1")
 
 
+def test_entanglement(record: dict) -> Optional[float]:
+    """d_intra / d_inter of the test embeddings (Table 5's entanglement); None in records made before it was kept."""
+    return record.get("test_entanglement")
+
+
 def ers_of(record: dict) -> Optional[float]:
     return record["ers"]
 

@@ -34,6 +34,7 @@ from .records import (
     r1,
     shift_summary,
     shrink_ratio,
+    test_entanglement,
 )
 
 COMPARABLE_R1_POINTS = 5.0  # "comparable R@1": at most this many points lower
@@ -234,10 +235,11 @@ def most_robust(results: Results, cell: Cell, specs: Sequence[ModelSpec],
 
 
 def regime_summary(results: Results, cells: Sequence[Cell], specs: Sequence[ModelSpec]) -> List[str]:
-    """One row per cell: NT's R@1, the counts of collapsed and degraded models, the most robust model keeping R@1
-    (not degraded) and the most robust overall (not collapsed), each with its R@1, ERS and PGD image passes."""
-    lines = ["| cell | NT R@1 | collapsed | degraded | most robust, R@1 kept: R@1 / ERS / passes | most robust: R@1 / "
-             "ERS / passes |", "|---|---|---|---|---|---|"]
+    """One row per cell: NT's R@1 and test entanglement d_intra/d_inter (Table 5's axis), the counts of collapsed
+    and degraded models, the most robust model keeping R@1 (not degraded) and the most robust overall (not
+    collapsed), each with its R@1, ERS and PGD image passes."""
+    lines = ["| cell | NT R@1 | NT d_intra/d_inter | collapsed | degraded | most robust, R@1 kept: R@1 / ERS / passes "
+             "| most robust: R@1 / ERS / passes |", "|---|---|---|---|---|---|---|"]
     for cell in cells:
         present = [spec for spec in specs if results.of(spec, cell)]
         cells_text = []
@@ -248,9 +250,10 @@ def regime_summary(results: Results, cells: Sequence[Cell], specs: Sequence[Mode
                               f"{results.metric(best[0], pgd_images, cell).mean:.3g}")
         collapsed_count = sum(bool(results.is_collapsed(spec, cell)) for spec in present)
         degraded_count = sum(bool(results.is_degraded(spec, cell)) for spec in present)
-        lines.append(f"| {cell.describe()} | {results.metric(zoo_spec(REFERENCE_DEFENSE), r1, cell)} | "
-                     f"{collapsed_count}/{len(present)} | {degraded_count}/{len(present)} | {cells_text[0]} | "
-                     f"{cells_text[1]} |")
+        reference = zoo_spec(REFERENCE_DEFENSE)
+        lines.append(f"| {cell.describe()} | {results.metric(reference, r1, cell)} | "
+                     f"{fmt3(results.metric(reference, test_entanglement, cell))} | {collapsed_count}/{len(present)} | "
+                     f"{degraded_count}/{len(present)} | {cells_text[0]} | {cells_text[1]} |")
     return lines
 
 

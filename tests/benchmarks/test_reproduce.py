@@ -406,8 +406,11 @@ def test_regime_summary_names_the_most_robust_model_with_and_without_keeping_r1(
     results = default_study(replace(settings, entanglement_factors=(0.5,), regime_eps=(8 / 255,)),
                             {"ca-tride": (88.0, 30.0), "hm": (60.0, 50.0), "naive-at": (20.0, 70.0)})
     rows = regime_summary(results, cells, specs)
-    assert rows[2] == ("| eps 8/255, a = 4/255 | 90.0 ± 0.0 | 1/4 | 2/4 | CA-TRIDE: 88.0 / 30.0 ± 0.0 / 100 | "
+    assert rows[2] == ("| eps 8/255, a = 4/255 | 90.0 ± 0.0 | n/a | 1/4 | 2/4 | CA-TRIDE: 88.0 / 30.0 ± 0.0 / 100 | "
                        "HM: 60.0 / 50.0 ± 0.0 / 100 |")  # naive AT collapsed (R@1 20 = chance): never named
     without_nt = Results(settings, {key: record for key, record in results.records.items()
                                     if record["model"]["defense"] != "none"})
-    assert "| n/a | 1/3 | 0/3 | none | HM: 60.0" in regime_summary(without_nt, cells, specs)[2]
+    assert "| n/a | n/a | 1/3 | 0/3 | none | HM: 60.0" in regime_summary(without_nt, cells, specs)[2]
+    for record in results.records.values():
+        record["test_entanglement"] = 0.5 + 0.1 * record["seed"]
+    assert "| 90.0 ± 0.0 | 0.550 ± 0.071 |" in regime_summary(results, cells, specs)[2]
