@@ -11,12 +11,12 @@ import torch
 from pytorch_metric_learning import losses, miners
 
 from pml_tride import AdversarialLoss
-from pml_tride.evaluation import COLLAPSE_LIFT
+from pml_tride.evaluation import COLLAPSE_LIFT, DEGRADED_POINTS, is_degraded
 from pml_tride.random_state import seed_global_rng
 from pml_tride.samplers import SPC2Sampler
 from pml_tride.trainers import TrideTrainer
 
-from .plan import ANY_LOSS, ANY_LOSS_NAMES, COMMAND, PLAIN, Job, StudySettings, any_loss_models
+from .plan import ANY_LOSS, ANY_LOSS_NAMES, COMMAND, PLAIN, Job, LossSpec, StudySettings, any_loss_models
 from .records import ars_of, base_r1, collapsed, ers_of, pgd_images, r1
 from .report import Part, runs_lines, shown_path
 
@@ -57,22 +57,31 @@ def train_any_loss(job: Job, model: torch.nn.Module, train_set, settings: StudyS
     return trainer, time.perf_counter() - started
 
 
+def degraded_against_plain(results, spec: LossSpec, cell) -> str:
+    """Seeds where the variant's R@1 is more than DEGRADED_POINTS below the plain loss's of the same seed."""
+    plain = {record["seed"]: r1(record) for record in results.of(LossSpec("", spec.loss, PLAIN), cell)}
+    compared = [record for record in results.of(spec, cell) if record["seed"] in plain]
+    return f"{sum(is_degraded(r1(record), plain[record['seed']]) for record in compared)}/{len(compared)}"
+
+
 def any_loss_table(part: Part) -> List[str]:
-    """One row per loss and variant of the part's cell: mean ± std over seeds; collapsed counts seeds."""
+    """One row per loss and variant of the part's cell: mean ± std over seeds; collapsed counts seeds, degraded
+    the seeds more than DEGRADED_POINTS of R@1 below the plain loss's."""
     results = part.results()
     entangled = part.settings.entangled
-    lines = ["| loss | variant | R@1 | " + ("digit R@1 | " if entangled else "") + "ERS | ARS | collapsed | "
-             "PGD image passes | train s |", "|" + "---|" * (9 if entangled else 8)]
+    lines = ["| loss | variant | R@1 | " + ("digit R@1 | " if entangled else "") + "ERS | ARS | collapsed | degraded | "
+             "PGD image passes | train s |", "|" + "---|" * (10 if entangled else 9)]
     for cell in part.settings.cells():
         for spec in any_loss_models():
             records = results.of(spec, cell)
             name = f"| {ANY_LOSS_NAMES[spec.loss]} | {spec.variant_label} | "
             if not records:
-                lines.append(name + NOT_RUN + " |" + " |" * (6 if entangled else 5))
+                lines.append(name + NOT_RUN + " |" + " |" * (7 if entangled else 6))
                 continue
             values = [results.metric(spec, getter, cell) for getter in (r1,) + ((base_r1,) if entangled else ())
                       + (ers_of, ars_of)]
             lines.append(name + " | ".join(map(str, values)) + f" | {sum(map(collapsed, records))}/{len(records)} | "
+                         f"{degraded_against_plain(results, spec, cell)} | "
                          f"{results.metric(spec, pgd_images, cell).mean:.3g} | "
                          f"{results.metric(spec, lambda r: r['train_seconds'], cell)} |")
     return lines
@@ -87,7 +96,10 @@ def any_loss_part(parts: List[Part]) -> List[str]:
              "`awareness=\"none\"` and `\"collapse\"`, through `TrideTrainer`; the model, batches, optimizer, attack "
              "budget and evaluation are those of the study named in each table. Collapsed (seeds): benign R@1 <= "
              f"chance + {COLLAPSE_LIFT:g} x (100 - chance) (`pml_tride.evaluation.is_collapsed`); digit R@1 "
-             "(entangled digits): R@1 with the digit as the label.", "",
+             "(entangled digits): R@1 with the digit as the label; degraded (seeds): R@1 more than "
+             f"{DEGRADED_POINTS:g} points below the plain loss's of the same seed "
+             "(`pml_tride.evaluation.is_degraded`).",
+             "",
              f"Command: `{' '.join(COMMAND)} --studies {ANY_LOSS}{quick} --workers 1`; records in "
              + ", ".join(f"`{shown_path(part.out)}`" for part in parts) + ".", ""]
     for part in parts:

@@ -8,7 +8,9 @@ from reproduce_records import make_record
 from test_reproduce import run_study
 
 from benchmarks.reproduce import cli
+from benchmarks.reproduce.any_loss import degraded_against_plain
 from benchmarks.reproduce.plan import ANY_LOSS_SETTINGS, ENTANGLED, LossSpec, StudySettings, any_loss_models, plan
+from benchmarks.reproduce.records import Results
 
 ADVERSARIAL_STEPS = 16  # AdversarialLoss's default
 VARIANTS = ("plain", "adversarial-none", "adversarial-collapse")
@@ -89,8 +91,22 @@ def test_report_only_renders_the_any_loss_section_beside_missing_studies(tmp_pat
     assert cli.main(["--report-only", "--studies", "any-loss"]) == 0
     text = (tmp_path / "docs" / "results.md").read_text()
     assert '| MultiSimilarity | AdversarialLoss, awareness="collapse" | 90.5 ± 0.7 | 31.0 ± 1.4 | 32.0 ± 1.4 | ' \
-           "0/2 | 1.5e+03 | 1.0 ± 0.0 |" in text
+           "0/2 | 0/0 | 1.5e+03 | 1.0 ± 0.0 |" in text  # no plain record: no seed compared for degraded
     assert "| Contrastive | plain | not run yet |" in text and "16 of 18 planned jobs have no record." in text
     for expected in ("## The zoo", "## Entangled digits: eps 8/255, a = 4/255", "### entangled-digits"):
         assert expected in text, expected
     assert text.index("## Entangled digits: plan") < text.index("## Any PML loss: plain vs AdversarialLoss")
+
+
+def test_degraded_counts_seeds_below_the_plain_loss_of_the_same_seed():
+    settings = StudySettings(**ANY_LOSS_SETTINGS["digits"])
+    plain = LossSpec("MultiSimilarity", "multi-similarity", "plain")
+    adversarial = LossSpec("MultiSimilarity (none)", "multi-similarity", "none")
+    records = {}
+    for seed, (plain_r1, adversarial_r1) in enumerate(((90.0, 79.0), (90.0, 80.0), (70.0, 75.0))):
+        records.update([make_record(settings, plain, seed, plain_r1),
+                        make_record(settings, adversarial, seed, adversarial_r1)])
+    results = Results(settings, records)
+    cell = settings.cells()[0]
+    assert degraded_against_plain(results, adversarial, cell) == "1/3"  # 11 points below; exactly 10 is not
+    assert degraded_against_plain(results, plain, cell) == "0/3"
