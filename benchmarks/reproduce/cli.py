@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(alone): PML losses plain and wrapped in AdversarialLoss, on digits and entangled-digits")
     parser.add_argument("--eps", type=pixel_value, default=None,
                         help="the digits zoo's training and attack budget (default 16/255 for digits, 8/255 otherwise)")
+    parser.add_argument("--regime-eps", type=pixel_value, nargs="+", default=None,
+                        help="entangled-digits: the grid's eps values (default 8/255 16/255)")
+    parser.add_argument("--entanglement-factors", type=float, nargs="+", default=None,
+                        help="entangled-digits: the grid's entanglement a as factors of eps (default 0.5 1 2)")
     parser.add_argument("--sweep-eps", type=pixel_value, nargs="+", default=None,
                         help="eps values of the digits sweep (default 8/255 16/255 32/255)")
     parser.add_argument("--workers", type=int, default=1, help="parallel jobs, one thread each")
@@ -96,7 +100,10 @@ def settings_from(args: argparse.Namespace, dataset: Optional[str] = None) -> St
                                  "studies": None if args.studies is None else tuple(args.studies),
                                  "seeds": None if args.seeds is None else tuple(args.seeds),
                                  "zoo": None if args.models is None else tuple(args.models),
-                                 "sweep_eps": None if args.sweep_eps is None else tuple(args.sweep_eps)}
+                                 "sweep_eps": None if args.sweep_eps is None else tuple(args.sweep_eps),
+                                 "regime_eps": None if args.regime_eps is None else tuple(args.regime_eps),
+                                 "entanglement_factors": (None if args.entanglement_factors is None
+                                                          else tuple(args.entanglement_factors))}
     settings = replace(settings, **{key: value for key, value in overrides.items() if value is not None})
     if args.max_batches is not None:
         settings = replace(settings, max_batches=args.max_batches or None)

@@ -183,6 +183,12 @@ def test_command_line_settings():
     assert sorted(job.key for job in plan(settings) if job.seed == 4) == [
         "ca-tride__eps8__ep12__seed4", "ca-tride__eps8__ep3__seed4", "naive-tride__eps8__ep12__seed4",
         "naive-tride__eps8__ep3__seed4"]
+    entangled = cli.settings_from(cli.build_parser().parse_args([
+        "--dataset", "entangled-digits", "--epochs", "16", "--regime-eps", "8/255", "--entanglement-factors", "1",
+        "--models", "none", "ca-tride", "--studies", "regimes"]))
+    assert [(cell.eps, cell.entanglement, cell.epochs) for cell in entangled.cells()] == [(8 / 255, 8 / 255, 16)]
+    assert sorted(job.key for job in plan(entangled) if job.seed == 0) == ["ca-tride__eps8__a8__ep16__seed0",
+                                                                          "none__eps8__a8__ep16__seed0"]
 
 
 # ----------------------------------------------------------------------------------------------- the rules
