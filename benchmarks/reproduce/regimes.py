@@ -72,8 +72,10 @@ def plan_lines(part: Part) -> List[str]:
     grid = ", ".join(f"a = {factor:g} x eps" for factor in settings.entanglement_factors)
     return [
         "## Entangled digits: plan and rules", "",
-        f"Fixed before any run. Data: `entangled-digits` (sklearn's digits, each digit split into "
-        f"{settings.subclasses} sub-classes by a fixed +-a pattern: {len(train_set)} training images). Setup: "
+        "The grid, zoo and rules were fixed before the results were read (the summary, lam=auto and default-defense "
+        "rules while the run was in flight, before any lambda-sweep record existed). Data: `entangled-digits` "
+        f"(sklearn's digits, each digit split into {settings.subclasses} sub-classes by a fixed +-a pattern: "
+        f"{len(train_set)} training images). Setup: "
         f"{settings.describe()}. Command: `{command}`.", "",
         f"- **Reading R@1** (test: 5 unseen digits x {settings.subclasses} sub-classes, about "
         f"{100 / (5 * settings.subclasses):.0f}% chance): near chance, the embedding kept nothing; near "

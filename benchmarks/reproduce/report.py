@@ -265,8 +265,9 @@ def write_report(report: str, parts: List[Part], quick: bool) -> None:
             lines += digits_part(part, figures, "results")
     if len(parts) > 1:
         rows, decision = train_default_decision([(part.results(), part.settings.cells()) for part in parts])
-        lines += ["## The command line's default defense", "", "Rule, fixed before the entangled study's runs:", "",
-                  TRAIN_DEFAULT_RULE, ""] + rows + ["", decision, ""]
+        lines += ["## The command line's default defense", "",
+                  "Rule, fixed before the entangled study's results were read:", "", TRAIN_DEFAULT_RULE, ""]
+        lines += rows + ["", decision, ""]
     if any_loss:
         lines += any_loss_part(any_loss)
     with open(report, "w") as handle:
