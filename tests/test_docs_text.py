@@ -8,7 +8,7 @@ from pathlib import Path
 REPOSITORY = Path(__file__).resolve().parents[1]
 # Pages and result files written by benchmarks/reproduce, which records its own command lines (in _runs.json).
 GENERATED = ("docs/results.md", "docs/results/", "benchmarks/results/full/", "benchmarks/results/quick/",
-             "benchmarks/results/any-loss/", "benchmarks/results/entangled/")
+             "benchmarks/results/any-loss/", "benchmarks/results/entangled/", "benchmarks/results/entangled-long/")
 MACHINE_PATH = re.compile(r"(?<![\w.])/(?:work|root|home|tmp)/")
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
