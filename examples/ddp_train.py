@@ -21,7 +21,7 @@ from pytorch_metric_learning import samplers
 
 from pml_tride import TrideLoss, TrideMiner, TrideTrainer
 from pml_tride.datasets import Digits
-from pml_tride.distributed import get_rank, get_world_size, init_from_environment, is_distributed, wrap_model
+from pml_tride.distributed import get_rank, get_world_size, init_from_environment, leave_process_group, wrap_model
 from pml_tride.models import save_model, small_cnn_embedder
 
 
@@ -68,8 +68,7 @@ def main(argv=None) -> torch.nn.Module:
     if get_rank() == 0:
         save_model(model, os.path.join(args.out, "model.pt"), data={"dataset": "digits", "image_size": args.image_size})
         print(f"{get_world_size()} process(es) x {args.batch_size} images per step; model: {args.out}/model.pt")
-    if is_distributed():
-        torch.distributed.destroy_process_group()
+    leave_process_group()
     return model
 
 

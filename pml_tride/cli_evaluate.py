@@ -6,8 +6,6 @@ import argparse
 import logging
 import os
 
-import torch
-
 from .cli_common import (
     _device,
     add_checkpoint_arguments,
@@ -54,7 +52,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_evaluate_command(args: argparse.Namespace) -> int:
     from .datasets import build_dataset
-    from .distributed import get_rank, init_from_environment, is_distributed
+    from .distributed import get_rank, init_from_environment, leave_process_group
     from .evaluation import RobustnessEvaluator
 
     check_evaluate_arguments(args)
@@ -73,8 +71,7 @@ def run_evaluate_command(args: argparse.Namespace) -> int:
                                     queries=args.queries, progress=not args.quiet, num_workers=args.workers)
     report = evaluator.evaluate(model, dataset)
     rank = get_rank()
-    if is_distributed():
-        torch.distributed.destroy_process_group()
+    leave_process_group()
     if rank != 0:  # every rank holds the whole report; rank 0 writes it
         return 0
     report.settings.update({"checkpoint": args.checkpoint, "dataset": args.dataset, "image_size": dataset.image_size,

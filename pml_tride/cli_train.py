@@ -130,7 +130,7 @@ def backbone_weights(flag: Optional[str]) -> Optional[str]:
 
 def run_train_command(args: argparse.Namespace) -> int:
     from .datasets import build_dataset
-    from .distributed import get_rank, get_world_size, init_from_environment, is_distributed
+    from .distributed import get_rank, get_world_size, init_from_environment, leave_process_group
     from .models import IMAGENET_MEAN, build_model, save_model
     from .recipes import train_embedder
 
@@ -189,7 +189,6 @@ def run_train_command(args: argparse.Namespace) -> int:
         print(f"trained {args.defense} on {args.dataset} in {seconds:.0f} s ({get_world_size()} process(es), "
               f"{args.batch_size} images each per step); model: {path}; "
               f"evaluate with: pml-tride evaluate --checkpoint {path} --dataset {args.dataset}")
-    if is_distributed():
-        torch.distributed.destroy_process_group()
+    leave_process_group()
     return 0
 

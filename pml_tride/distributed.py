@@ -26,6 +26,7 @@ __all__ = [
     "all_gather_objects",
     "broadcast_object",
     "barrier",
+    "leave_process_group",
     "chunks_every_rank_forwards",
     "check_sync_batchnorm",
     "convert_sync_batchnorm",
@@ -116,6 +117,15 @@ def broadcast_object(value: Any, source: int = 0) -> Any:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
+
+
+def leave_process_group() -> None:
+    """Leave the process group: wait for every rank, then destroy it (nothing outside a group). The barrier keeps a
+    rank from tearing down its connections while another still uses them, which can abort gloo at exit
+    ("terminate called without an active exception")."""
+    if is_distributed():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def chunks_every_rank_forwards(local_chunks: int, device: torch.device) -> int:

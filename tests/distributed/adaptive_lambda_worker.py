@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pml_tride import TrideLoss  # noqa: E402
 from pml_tride.adaptive_lambda import AdaptiveLambda  # noqa: E402
-from pml_tride.distributed import get_rank, init_from_environment  # noqa: E402
+from pml_tride.distributed import get_rank, init_from_environment, leave_process_group  # noqa: E402
 
 from tiny_models import tiny_cnn  # noqa: E402
 
@@ -61,4 +61,4 @@ if __name__ == "__main__":
     init_from_environment(torch.device("cpu"))
     result = updates(json.loads(sys.argv[2])) if sys.argv[1] == "updates" else training()
     print("RESULT " + json.dumps(result))
-    torch.distributed.destroy_process_group()
+    leave_process_group()

@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from adversarial_loss_reference import RANK_BATCH, STEPS, batch, build_loss, build_model, rank_tuples  # noqa: E402
 
-from pml_tride.distributed import get_rank, init_from_environment  # noqa: E402
+from pml_tride.distributed import get_rank, init_from_environment, leave_process_group  # noqa: E402
 
 
 def train(out, awareness):
@@ -49,4 +49,4 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     init_from_environment(torch.device("cpu"))
     train(sys.argv[1], sys.argv[2])
-    torch.distributed.destroy_process_group()
+    leave_process_group()

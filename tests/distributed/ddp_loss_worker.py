@@ -30,7 +30,7 @@ from ddp_reference import (  # noqa: E402
 )
 
 from pml_tride import TrideLoss, TrideTrainer  # noqa: E402
-from pml_tride.distributed import get_rank, init_from_environment  # noqa: E402
+from pml_tride.distributed import get_rank, init_from_environment, leave_process_group  # noqa: E402
 from pml_tride.trainers import TrainingDivergedError  # noqa: E402
 
 
@@ -114,4 +114,4 @@ if __name__ == "__main__":
         train(sys.argv[1], *configuration)
     diverge(sys.argv[1])
     diverge(sys.argv[1], lambda wrapped: build_loss(wrapped, "collapse", NaNAttackOnRankOne), "attack_diverged")
-    torch.distributed.destroy_process_group()
+    leave_process_group()

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from per_triplet_reference import LOSSES, REMINE_RUNS, RUNS, STEPS, batch, build_model, miner  # noqa: E402
 
-from pml_tride.distributed import get_rank, init_from_environment  # noqa: E402
+from pml_tride.distributed import get_rank, init_from_environment, leave_process_group  # noqa: E402
 
 
 def train(out, run):
@@ -49,4 +49,4 @@ if __name__ == "__main__":
     init_from_environment(torch.device("cpu"))
     for run_name in [*RUNS, *REMINE_RUNS]:
         train(sys.argv[1], run_name)
-    torch.distributed.destroy_process_group()
+    leave_process_group()

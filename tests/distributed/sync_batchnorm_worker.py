@@ -15,7 +15,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pml_tride import TrideLoss, TrideTrainer  # noqa: E402
-from pml_tride.distributed import convert_sync_batchnorm, get_rank, init_from_environment  # noqa: E402
+from pml_tride.distributed import convert_sync_batchnorm, get_rank, init_from_environment, leave_process_group  # noqa: E402
 
 from tiny_models import tiny_cnn  # noqa: E402
 
@@ -45,4 +45,4 @@ if __name__ == "__main__":
 
     with open(os.path.join(out, f"trainer_rank{rank}.txt"), "w") as handle:
         handle.write(error_of(build))
-    torch.distributed.destroy_process_group()
+    leave_process_group()
