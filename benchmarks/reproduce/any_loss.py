@@ -11,7 +11,7 @@ import torch
 from pytorch_metric_learning import losses, miners
 
 from pml_tride import AdversarialLoss
-from pml_tride.evaluation import COLLAPSE_LIFT, DEGRADED_POINTS, is_degraded
+from pml_tride.evaluation import COLLAPSE_LIFT, DEGRADED_POINTS
 from pml_tride.random_state import seed_global_rng
 from pml_tride.samplers import SPC2Sampler
 from pml_tride.trainers import TrideTrainer
@@ -59,9 +59,8 @@ def train_any_loss(job: Job, model: torch.nn.Module, train_set, settings: StudyS
 
 def degraded_against_plain(results, spec: LossSpec, cell) -> str:
     """Seeds where the variant's R@1 is more than DEGRADED_POINTS below the plain loss's of the same seed."""
-    plain = {record["seed"]: r1(record) for record in results.of(LossSpec("", spec.loss, PLAIN), cell)}
-    compared = [record for record in results.of(spec, cell) if record["seed"] in plain]
-    return f"{sum(is_degraded(r1(record), plain[record['seed']]) for record in compared)}/{len(compared)}"
+    low, compared = results.degraded_seeds(spec, cell, reference=LossSpec("", spec.loss, PLAIN))
+    return f"{low}/{compared}"
 
 
 def any_loss_table(part: Part) -> List[str]:

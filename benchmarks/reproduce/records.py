@@ -195,9 +195,12 @@ class Results:
         records = self.of(spec, cell)
         return None if not records else sum(collapsed(r) for r in records) > len(records) / 2
 
-    def degraded_seeds(self, spec: ModelSpec, cell: Optional[Cell] = None) -> Tuple[int, int]:
-        """(seeds where R@1 is more than DEGRADED_POINTS below NT's of the same seed, seeds compared)."""
-        reference = {record["seed"]: r1(record) for record in self.of(zoo_spec(REFERENCE_DEFENSE), cell)}
+    def degraded_seeds(self, spec: ModelSpec, cell: Optional[Cell] = None,
+                       reference: Optional[ModelSpec] = None) -> Tuple[int, int]:
+        """(seeds where R@1 is more than DEGRADED_POINTS below the reference's of the same seed, seeds compared);
+        the reference is NT unless given."""
+        reference = {record["seed"]: r1(record)
+                     for record in self.of(reference or zoo_spec(REFERENCE_DEFENSE), cell)}
         compared = [record for record in self.of(spec, cell) if record["seed"] in reference]
         low = sum(is_degraded(r1(record), reference[record["seed"]]) for record in compared)
         return low, len(compared)

@@ -258,17 +258,17 @@ def regime_summary(results: Results, cells: Sequence[Cell], specs: Sequence[Mode
 
 
 # ----------------------------------------------------------------------------------------------- Table 5
+def acceptable_lambdas(results: Results, cell: Cell) -> List[Tuple[Summary, float]]:
+    """(ERS summary, lam) of the sweep's numeric lams that ran and are neither collapsed nor degraded."""
+    return [(results.metric(spec, ers_of, cell), float(lam_of(spec))) for spec in lambda_variants()
+            if not isinstance(lam_of(spec), str) and results.of(spec, cell)
+            and not results.is_collapsed(spec, cell) and not results.is_degraded(spec, cell)]
+
+
 def best_lambda(results: Results, cell: Cell) -> Tuple[Optional[float], str]:
     """The sweep's numeric lam with the highest mean ERS among those neither collapsed nor degraded, and why (None:
     no informative best, when every acceptable lam is within the noise of the best or none is acceptable)."""
-    scored = []
-    for spec in lambda_variants():
-        lam = lam_of(spec)
-        summary = results.metric(spec, ers_of, cell)
-        if isinstance(lam, str) or summary.n == 0 or results.is_collapsed(spec, cell) or \
-                results.is_degraded(spec, cell):
-            continue
-        scored.append((summary.mean, summary.std, float(lam)))
+    scored = [(summary.mean, summary.std, lam) for summary, lam in acceptable_lambdas(results, cell)]
     if len(scored) < 2:
         return None, f"{len(scored)} acceptable lam value(s) (neither collapsed nor degraded)"
     mean, std, lam = max(scored)
@@ -319,9 +319,7 @@ AUTO_LAMBDA = "auto"
 
 def best_fixed_lambda(results: Results, cell: Cell) -> Optional[Tuple[float, Summary]]:
     """The numeric lam of the sweep with the highest mean ERS among those neither collapsed nor degraded."""
-    scored = [(results.metric(spec, ers_of, cell), float(lam_of(spec))) for spec in lambda_variants()
-              if not isinstance(lam_of(spec), str) and results.of(spec, cell)
-              and not results.is_collapsed(spec, cell) and not results.is_degraded(spec, cell)]
+    scored = acceptable_lambdas(results, cell)
     if not scored:
         return None
     summary, lam = max(scored, key=lambda item: item[0].mean)
